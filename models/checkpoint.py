@@ -1,0 +1,169 @@
+"""Single-file safetensors checkpoints (design.md): weights + JSON metadata, never unpickled.
+
+Metadata keys: ``format``, ``config`` (ModelConfig JSON), ``preprocessing`` ({size, mean, std}),
+``prompts``, ``threshold`` (chosen on a validation split), ``data_card``, ``weights_sha256`` (over all
+tensors, sorted by name, so altered tensor bytes are caught even where the file still parses).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .clip import LaSoftMoECLIP, create_model
+from .config import ModelConfig
+
+FORMAT = "lasoftmoe-clip/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, truncated, altered or of another architecture."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a face crop becomes a model input: resize to ``size``, RGB in [0, 1], (x - mean) / std."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> "Preprocessing":
+        return cls(cfg.vision.image_size, tuple(cfg.mean), tuple(cfg.std))
+
+
+@dataclass
+class Checkpoint:
+    model: LaSoftMoECLIP
+    config: ModelConfig
+    preprocessing: Preprocessing
+    prompts: tuple[str, ...]
+    threshold: float
+    data_card: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def _weights_digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | Path, model: LaSoftMoECLIP, *, threshold: float = 0.5,
+                    data_card: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                    dtype: torch.dtype | None = None) -> Path:
+    """Write ``model`` with its config, preprocessing, prompts, threshold and data card to one file.
+
+    ``dtype`` (e.g. torch.float16) stores floating tensors at that precision to halve the file; they are
+    loaded back as float32.
+    """
+    path = Path(path)
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    tensors = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        tensors[k] = v
+    cfg = model.config
+    meta = {
+        "format": FORMAT,
+        "config": cfg.to_json(),
+        "preprocessing": json.dumps(Preprocessing.from_config(cfg).__dict__),
+        "prompts": json.dumps(list(cfg.prompts)),
+        "threshold": repr(float(threshold)),
+        "data_card": json.dumps(data_card or {}),
+        "extra": json.dumps(extra or {}),
+        "weights_sha256": _weights_digest(tensors),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)  # never leave a half-written checkpoint under the real name
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The safetensors header's metadata, read without touching the tensors; CheckpointError if malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: not a safetensors file (too short: {size} bytes)")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(size - 8, 100 * 2 ** 20):
+            raise CheckpointError(f"{path}: not a safetensors file or truncated (header of {n} bytes, file {size})")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from e
+    return header.get("__metadata__") or {}
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    verify: bool = True) -> Checkpoint:
+    """Load a checkpoint written by ``save_checkpoint``; the model comes back in eval mode, float32.
+
+    Raises FileNotFoundError for a missing file and CheckpointError (a ValueError) for a truncated,
+    altered, foreign or mismatched file, with the reason in the message.
+    """
+    path = Path(path)
+    meta = read_metadata(path)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a La-SoftMoE CLIP checkpoint (format {meta.get('format')!r}, "
+                              f"expected {FORMAT!r}); for CLIP weights use models.load_pretrained_clip")
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: unreadable or truncated weights ({e})") from e
+    if verify and _weights_digest(tensors) != meta.get("weights_sha256"):
+        raise CheckpointError(f"{path}: weights do not match the checksum in the file: it was altered or damaged")
+    try:
+        cfg = ModelConfig.from_dict(json.loads(meta["config"]))
+        threshold = float(meta.get("threshold", "0.5"))
+        data_card = json.loads(meta.get("data_card", "{}"))
+        extra = json.loads(meta.get("extra", "{}"))
+    except (KeyError, ValueError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: bad metadata ({e})") from e
+    if not 0.0 <= threshold <= 1.0:
+        raise CheckpointError(f"{path}: threshold {threshold} outside [0, 1]")
+    model = create_model(cfg)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"{path}: weights do not fit its config {cfg.name!r}: missing {missing[:8]}, "
+                              f"unexpected {unexpected[:8]}, wrong shape {wrong[:8]}")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+    model.to(map_location).eval()
+    return Checkpoint(model=model, config=cfg, preprocessing=Preprocessing.from_config(cfg),
+                      prompts=tuple(cfg.prompts), threshold=threshold, data_card=data_card, extra=extra, path=path)
+
+
+def load_model(name_or_path: str | Path) -> Checkpoint:
+    """A checkpoint file, or a config name built with fresh weights (threshold 0.5)."""
+    p = Path(name_or_path)
+    if p.suffix == ".safetensors" or p.exists():
+        return load_checkpoint(p)
+    model = create_model(str(name_or_path)).eval()
+    return Checkpoint(model=model, config=model.config, preprocessing=Preprocessing.from_config(model.config),
+                      prompts=tuple(model.config.prompts), threshold=0.5)
