@@ -1,0 +1,149 @@
+"""Labelled face crops: manifest / protocol readers, group-wise splits, balanced sampling weights.
+
+Manifest CSV (shared/data format): ``path,label,attack_type,source,group``; label 1 = attack; ``path`` relative
+to the manifest's own folder. Splits are by group (person / client / capture set), never by image, except for
+*collection* groups: a whole web collection of distinct people filed as one group (e.g. ``utkface``), which is
+split per image because its images are already independent people.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ATTACK_TYPES = ("none", "print", "replay", "mask", "digital-edit", "faceswap", "gan", "adversarial", "unknown")
+# groups of shared/data that are web collections of distinct people (data/README.md), split per image
+DEFAULT_COLLECTION_GROUPS = ("genphotos", "utkface", "yonsei", "lfw-real", "lfw-fake")
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int  # 1 = attack, 0 = bona fide
+    attack_type: str
+    source: str
+    group: str
+
+
+def read_manifest(csv_path: str | Path) -> list[Sample]:
+    """Read a manifest CSV; rows are validated and paths resolved relative to the CSV's folder."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"manifest not found: {csv_path}")
+    root = csv_path.parent
+    out: list[Sample] = []
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        need = {"path", "label", "attack_type", "source", "group"}
+        if reader.fieldnames is None or not need <= set(reader.fieldnames):
+            raise ValueError(f"{csv_path}: header must contain {sorted(need)}, got {reader.fieldnames}")
+        for i, row in enumerate(reader, start=2):
+            if row["label"] not in ("0", "1"):
+                raise ValueError(f"{csv_path}:{i}: label must be 0 (live) or 1 (attack), got {row['label']!r}")
+            label = int(row["label"])
+            at = row["attack_type"] or ("none" if label == 0 else "unknown")
+            if (label == 0) != (at == "none"):
+                raise ValueError(f"{csv_path}:{i}: label {label} contradicts attack_type {at!r}")
+            out.append(Sample(root / row["path"], label, at, row["source"] or "unknown", row["group"] or row["source"]))
+    if not out:
+        raise ValueError(f"{csv_path}: no rows")
+    return out
+
+
+def read_protocol(list_path: str | Path, root: str | Path, live_label: int) -> list[Sample]:
+    """Read a UniAttackData-style list of ``path label`` lines.
+
+    Releases disagree on the label convention (live = 1 in the official readme, live = 0 in some list files), so
+    ``live_label`` must be given; it is logged. Attack types are unknown (``unknown``); the group is the
+    path's parent folder, the source the list file's name.
+    """
+    list_path, root = Path(list_path), Path(root)
+    if live_label not in (0, 1):
+        raise ValueError(f"live_label must be 0 or 1, got {live_label!r}")
+    if not list_path.is_file():
+        raise FileNotFoundError(f"protocol list not found: {list_path}")
+    log.info("reading %s with the convention live = %d, attack = %d", list_path, live_label, 1 - live_label)
+    out = []
+    for i, line in enumerate(list_path.read_text().splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or parts[1] not in ("0", "1"):
+            raise ValueError(f"{list_path}:{i}: expected 'path label' with label 0 or 1, got {line!r}")
+        label = 0 if int(parts[1]) == live_label else 1
+        rel = Path(parts[0])
+        out.append(Sample(root / rel, label, "none" if label == 0 else "unknown", list_path.stem,
+                          str(rel.parent) if str(rel.parent) != "." else list_path.stem))
+    return out
+
+
+def _family(source: str) -> str:
+    return source.split("-")[0]
+
+
+def group_split(samples: Sequence[Sample], val_fraction: float = 0.2, seed: int = 0,
+                collection_groups: Iterable[str] = DEFAULT_COLLECTION_GROUPS) -> tuple[list[Sample], list[Sample]]:
+    """Hold out whole groups for validation, per source family (e.g. nuaa, replay, cvzb): in each family with
+    two or more groups, round(val_fraction x groups) >= 1 of them go to validation. Collection groups are split
+    per image instead (see module docstring). Deterministic for a seed."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    rng = random.Random(seed)
+    collection = set(collection_groups)
+    families: dict[str, set[str]] = defaultdict(set)
+    for s in samples:
+        if s.group not in collection:
+            families[_family(s.source)].add(s.group)
+    val_groups: set[str] = set()
+    for fam, groups in sorted(families.items()):
+        groups = sorted(groups)
+        if len(groups) >= 2:
+            k = max(1, round(val_fraction * len(groups)))
+            val_groups.update(rng.sample(groups, k))
+    train, val = [], []
+    for s in samples:
+        if s.group in collection:
+            # stable per-image assignment: hash of the file name with the seed
+            h = random.Random(f"{seed}:{s.path.name}").random()
+            (val if h < val_fraction else train).append(s)
+        else:
+            (val if s.group in val_groups else train).append(s)
+    return train, val
+
+
+def leave_one_source_out(samples: Sequence[Sample], source: str) -> tuple[list[Sample], list[Sample]]:
+    """Validation = every sample of ``source`` (exact name, or a family such as ``cvzb``); train = the rest."""
+    match = [s for s in samples if s.source == source or _family(s.source) == source]
+    if not match:
+        raise ValueError(f"no samples of source {source!r}; sources: {sorted({s.source for s in samples})}")
+    keep = set(map(id, match))
+    return [s for s in samples if id(s) not in keep], match
+
+
+def balanced_weights(samples: Sequence[Sample], alpha: float = 0.5) -> np.ndarray:
+    """Sampling weights that balance classes and soften source imbalance.
+
+    Each (source, label) cell of n samples gets weight n^(1 - alpha) in total (alpha 1: all cells equal, 0: as
+    is); then live and attack are rescaled to equal total weight. Returns float64 weights summing to 1.
+    """
+    cells = Counter((s.source, s.label) for s in samples)
+    w = np.array([cells[(s.source, s.label)] ** (-alpha) for s in samples], dtype=np.float64)
+    labels = np.array([s.label for s in samples])
+    for c in (0, 1):
+        if (labels == c).any():
+            w[labels == c] /= w[labels == c].sum()
+    return w / w.sum()
+
+
+def summarize(samples: Sequence[Sample]) -> str:
+    c = Counter((s.source, s.label) for s in samples)
+    srcs = sorted({s.source for s in samples})
+    return ", ".join(f"{src} {c[(src, 0)]}/{c[(src, 1)]}" for src in srcs) + " (live/attack)"
