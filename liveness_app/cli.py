@@ -1,0 +1,173 @@
+"""Command line: flags -> AppConfig, and the headless loop (source -> Pipeline -> JSONL, audit log, summary).
+
+``python main.py --headless --source clip.mp4 --output verdicts.jsonl`` scores every frame of the source,
+writes one JSONL line per frame, prints the run summary and exits 0. Bad input (missing file, bad value,
+unreadable model) prints one line naming it on stderr and exits 2. Without ``--headless`` the GUI starts
+(imported lazily, so the headless path never imports Qt).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .config import BACKENDS, LOG_LEVELS, AppConfig, ConfigError, load_config
+from .sources import LatestFrameReader, SourceError, open_source
+
+log = logging.getLogger(__name__)
+EXIT_OK, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 2, 1
+
+
+class BadInput(Exception):
+    """A user-facing problem with the input (path, value, model); its message is the one-line reason."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; every flag defaults to None so the TOML file and AppConfig defaults show through."""
+    p = argparse.ArgumentParser(prog="main.py", description="Real-time face liveness (La-SoftMoE CLIP).")
+    p.add_argument("--source", help="camera index, video file, image folder or stream URL (default: camera 0)")
+    p.add_argument("--model", help="model checkpoint (.safetensors; default: the bundled model)")
+    p.add_argument("--backend", choices=BACKENDS, help="inference backend (default: auto)")
+    p.add_argument("--config", help="TOML settings file (same keys as these flags; flags override it)")
+    p.add_argument("--max-faces", type=int, help="faces scored per frame; the largest win (default: 4)")
+    p.add_argument("--loop", action="store_true", default=None, help="loop a video file / image folder")
+    p.add_argument("--headless", action="store_true", default=None, help="run without a window")
+    p.add_argument("--output", help="verdict JSONL file (headless)")
+    p.add_argument("--audit-log", help="JSONL log of verdict changes per track")
+    p.add_argument("--kiosk", action="store_true", default=None, help="fullscreen unattended mode")
+    p.add_argument("--demo", action="store_true", default=None, help="use the bundled demo video")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, help="logging level (default: INFO)")
+    p.add_argument("--summary-json", help="also write the run summary as JSON to this file (headless)")
+    return p
+
+
+def parse_config(argv: Sequence[str] | None = None) -> tuple[AppConfig, argparse.Namespace]:
+    """Parse flags, read ``--config`` and merge (flags win). Raises BadInput with a one-line reason."""
+    args = build_parser().parse_args(argv)
+    flags = {k: v for k, v in vars(args).items() if k not in ("config", "summary_json") and v is not None}
+    try:
+        return load_config(args.config, **flags), args
+    except ConfigError as e:
+        raise BadInput(str(e)) from e
+
+
+def run_headless(config: AppConfig, summary_json: str | None = None) -> int:
+    """Score every frame of ``config.source_spec``; write JSONL/audit; print the summary. Returns the exit code."""
+    from .outputs import AuditLog, JsonlWriter, RunSummary
+    from .pipeline import Pipeline
+    from .scorer import create_scorer
+
+    try:
+        scorer = create_scorer(config.model, backend=config.backend)
+    except Exception as e:  # missing file, CheckpointError (ValueError), a corrupt safetensors header ...
+        hint = "" if config.model else " (pass --model PATH to a .safetensors checkpoint)"
+        raise BadInput(f"cannot load model: {e}{hint}".replace("\n", " ")) from e
+    if getattr(scorer, "notice", ""):
+        log.warning("%s", scorer.notice)
+    log.info("scorer: %s, input %d px, threshold %.3f", scorer.backend_name, scorer.input_size, scorer.threshold)
+    try:
+        source = open_source(config.source_spec, loop=config.loop, folder_fps=config.folder_fps)
+    except SourceError as e:
+        raise BadInput(str(e)) from e
+    try:
+        pipeline = Pipeline(config, scorer)
+    except (FileNotFoundError, ValueError) as e:
+        source.close()
+        raise BadInput(str(e)) from e
+
+    writer = audit = None
+    summary = RunSummary()
+    stop = {"flag": False}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop["flag"] = True  # finish the current frame, then write the summary
+
+    old_handler = signal.signal(signal.SIGINT, on_signal)
+    started = time.perf_counter()
+    try:
+        writer = JsonlWriter(config.output) if config.output else None
+        audit = AuditLog(config.audit_log, save_crops=config.save_crops, crops_dir=config.crops_dir,
+                         retention=config.crops_retention) if config.audit_log else None
+        if source.is_live:
+            _loop_live(config, source, pipeline, writer, audit, summary, stop)
+        else:
+            while not stop["flag"] and (config.max_frames is None or summary.frames < config.max_frames):
+                frame = source.read()
+                if frame is None:
+                    break
+                _handle(pipeline.process(frame.image, frame.t, frame.index), pipeline, writer, audit, summary)
+    except OSError as e:
+        raise BadInput(str(e)) from e
+    finally:
+        signal.signal(signal.SIGINT, old_handler)
+        summary.wall_s = time.perf_counter() - started
+        for closable in (writer, audit, pipeline, source):
+            if closable is not None:
+                closable.close()
+    if summary.frames == 0 and summary.no_signal == 0:
+        raise BadInput(f"source {config.source_spec!r} produced no frames")
+    print(summary.format_table())
+    if writer is not None:
+        print(f"  verdicts          {writer.path} ({writer.lines} lines)")
+    if summary_json:
+        Path(summary_json).write_text(json.dumps(summary.to_dict(), indent=2))
+    return EXIT_OK
+
+
+def _handle(result, pipeline, writer, audit, summary) -> None:
+    summary.add(result)
+    if result.status != "ok":
+        return
+    if writer is not None:
+        writer.write(result)
+    if audit is not None:
+        audit.record(result, pipeline.last_crops)
+        for tid in pipeline.ended_tracks:
+            audit.forget(tid)
+
+
+def _loop_live(config, source, pipeline, writer, audit, summary, stop) -> None:
+    """Cameras and streams: a capture thread keeps the newest frame; every delivered frame is scored."""
+    reader = LatestFrameReader(source, backoff_s=config.reopen_backoff_s, backoff_max_s=config.reopen_backoff_max_s,
+                               no_signal_after_s=config.no_signal_after_s).start()
+    last_status = "ok"
+    try:
+        while not stop["flag"] and (config.max_frames is None or summary.frames < config.max_frames):
+            frame = reader.latest(timeout=0.2)
+            if frame is None:
+                status = reader.status
+                if status == "no signal" and last_status != status:
+                    log.warning("no signal from %r", source.spec)
+                    _handle(pipeline.status_result(-1, time.monotonic(), status), pipeline, writer, audit, summary)
+                last_status = status
+                if status in ("end of stream", "stopped"):
+                    break
+                continue
+            last_status = "ok"
+            _handle(pipeline.process(frame.image, frame.t, frame.index), pipeline, writer, audit, summary)
+    finally:
+        reader.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``main.py``: returns the process exit code (0 ok, 2 bad input, 1 runtime failure)."""
+    try:
+        config, args = parse_config(argv)
+    except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not config.headless:
+        from .ui.app import run_gui  # lazy: only the GUI imports Qt
+        return int(run_gui(config) or 0)
+    try:
+        return run_headless(config, args.summary_json)
+    except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT

@@ -1,0 +1,84 @@
+"""Face detection: mediapipe Tasks ``FaceDetector`` (short-range BlazeFace, VIDEO mode) -> our FaceBox list.
+
+VIDEO mode requires strictly increasing millisecond timestamps; the wrapper derives them from the frame time
+and bumps any that would not increase (a looped or restarted source), so callers pass seconds and never think
+about it. The detector holds native resources: close it (or use ``with``).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .config import DEFAULT_DETECTOR
+from .types import FaceBox
+
+log = logging.getLogger(__name__)
+
+
+class FaceDetector:
+    """Detects faces in BGR frames; ``detect(frame_bgr, t_seconds) -> list[FaceBox]`` in frame pixels."""
+
+    def __init__(self, model_path: str | Path = DEFAULT_DETECTOR, min_confidence: float = 0.5):
+        path = Path(model_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"face detector model not found: {path} (the project ships it as "
+                                    f"assets/face_detection_short_range.tflite)")
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+        # imported here: mediapipe is heavy and only the detector needs it
+        import mediapipe as mp
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        self._mp = mp
+        options = vision.FaceDetectorOptions(
+            base_options=BaseOptions(model_asset_path=str(path)),
+            running_mode=vision.RunningMode.VIDEO,
+            min_detection_confidence=float(min_confidence))
+        self._detector: Any = vision.FaceDetector.create_from_options(options)
+        self.model_path = path
+        self.min_confidence = float(min_confidence)
+        self._last_ms = -1
+
+    def timestamp_ms(self, t: float) -> int:
+        """Frame time in seconds -> the next strictly increasing millisecond timestamp."""
+        ms = int(round(t * 1000.0))
+        if ms <= self._last_ms:
+            ms = self._last_ms + 1
+        self._last_ms = ms
+        return ms
+
+    def detect(self, frame_bgr: np.ndarray, t: float) -> list[FaceBox]:
+        """Faces in a BGR H x W x 3 uint8 frame at time ``t`` (seconds), highest confidence first."""
+        if self._detector is None:
+            raise RuntimeError("FaceDetector is closed")
+        if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
+            raise ValueError(f"expected a BGR uint8 H x W x 3 frame, got {frame_bgr.dtype} {frame_bgr.shape}")
+        rgb = np.ascontiguousarray(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
+        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb)
+        result = self._detector.detect_for_video(image, self.timestamp_ms(t))
+        boxes = []
+        for d in result.detections:
+            bb = d.bounding_box
+            score = float(d.categories[0].score) if d.categories else 1.0
+            if bb.width <= 0 or bb.height <= 0:
+                continue
+            boxes.append(FaceBox(float(bb.origin_x), float(bb.origin_y), float(bb.width), float(bb.height),
+                                 score))
+        boxes.sort(key=lambda b: -b.score)
+        return boxes
+
+    def close(self) -> None:
+        """Release the native detector (idempotent)."""
+        if self._detector is not None:
+            self._detector.close()
+            self._detector = None
+
+    def __enter__(self) -> "FaceDetector":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

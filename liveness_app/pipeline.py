@@ -1,0 +1,161 @@
+"""One frame in, one FrameResult out: detect -> track -> crop -> score (one batch) -> smooth.
+
+``Pipeline`` owns the detector, the tracker and one smoother per track; the scorer is passed in (any backend).
+It does no capture and no painting, so the GUI worker thread and the headless loop drive the same object.
+``update_settings`` may be called from another thread (a UI slider): changes apply from the next frame, and
+threshold / smoothing changes re-decide current verdicts at once.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .config import AppConfig
+from .crop import Quality, assess_quality, crop_face
+from .detection import FaceDetector
+from .smoothing import SmoothingParams, TrackSmoother
+from .tracking import IoUTracker, keep_largest
+from .types import FrameResult, TrackResult
+
+log = logging.getLogger(__name__)
+
+_SMOOTHING_KEYS = ("threshold", "hysteresis", "ema_tau_s", "min_evidence_frames", "min_evidence_s")
+_DETECTOR_KEYS = ("detector_model", "detector_min_confidence")
+
+
+class Pipeline:
+    """The real-time engine between a frame and a verdict (see the module docstring)."""
+
+    def __init__(self, config: AppConfig, scorer: Any, detector: FaceDetector | None = None):
+        self.config = config
+        self.scorer = scorer
+        self.input_size = int(scorer.input_size)
+        self._lock = threading.RLock()
+        self.detector = detector or FaceDetector(config.detector_model, config.detector_min_confidence)
+        self.tracker = IoUTracker(config.track_iou_min, config.track_max_missed)
+        self.params = self._smoothing_params(config)
+        self.smoothers: dict[int, TrackSmoother] = {}
+        self.last_crops: dict[int, np.ndarray] = {}  # track id -> RGB crop of the latest frame (for the audit log)
+        self.last_quality: dict[int, Quality] = {}
+        self.ended_tracks: list[int] = []  # ids that ended during the latest process() call
+
+    def _smoothing_params(self, c: AppConfig) -> SmoothingParams:
+        threshold = c.threshold if c.threshold is not None else float(getattr(self.scorer, "threshold", 0.5))
+        return SmoothingParams(threshold=threshold, hysteresis=c.hysteresis, ema_tau_s=c.ema_tau_s,
+                               min_evidence_frames=c.min_evidence_frames, min_evidence_s=c.min_evidence_s)
+
+    def process(self, frame_bgr: np.ndarray, t: float, index: int) -> FrameResult:
+        """Run every stage on one BGR frame taken at ``t`` seconds; ``timings_ms`` has each stage's cost."""
+        with self._lock:
+            return self._process(frame_bgr, t, index)
+
+    def _process(self, frame_bgr: np.ndarray, t: float, index: int) -> FrameResult:
+        c = self.config
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        boxes = self.detector.detect(frame_bgr, t)
+        t1 = time.perf_counter()
+        timings["detect"] = (t1 - t0) * 1e3
+
+        kept, dropped = keep_largest(boxes, c.max_faces)
+        before = list(self.smoothers)
+        tracks = self.tracker.update(kept)
+        self.ended_tracks = self.tracker.ended(before)
+        for tid in self.ended_tracks:
+            self.smoothers.pop(tid, None)
+        t2 = time.perf_counter()
+        timings["track"] = (t2 - t1) * 1e3
+
+        h, w = frame_bgr.shape[:2]
+        crops: list[np.ndarray] = []
+        qualities: list[Quality] = []
+        for tr in tracks:
+            # crop in BGR (cheap), convert only the small crop: the model takes RGB
+            crop = cv2.cvtColor(crop_face(frame_bgr, tr.box, self.input_size), cv2.COLOR_BGR2RGB)
+            crops.append(crop)
+            qualities.append(assess_quality(tr.box, crop, w, h, min_face_px=c.min_face_px,
+                                            min_sharpness=c.min_sharpness, max_cutoff=c.max_cutoff))
+        t3 = time.perf_counter()
+        timings["crop"] = (t3 - t2) * 1e3
+
+        scores = np.asarray(self.scorer.score(crops), dtype=np.float32) if crops else np.zeros(0, np.float32)
+        if scores.shape != (len(crops),):
+            raise RuntimeError(f"scorer returned {scores.shape} scores for {len(crops)} crops")
+        experts = None
+        if c.expert_weights and crops:
+            experts = np.asarray(self.scorer.expert_weights(crops), dtype=np.float32)  # faces x layers x experts
+        t4 = time.perf_counter()
+        timings["score"] = (t4 - t3) * 1e3
+
+        results = []
+        for i, tr in enumerate(tracks):
+            smoother = self.smoothers.get(tr.track_id)
+            if smoother is None:
+                smoother = self.smoothers[tr.track_id] = TrackSmoother(self.params)
+            raw = float(scores[i])
+            state = smoother.update(raw, t, qualities[i].ok)
+            ew = None
+            if experts is not None and experts.ndim == 3 and experts.shape[1] > 0:
+                ew = tuple(tuple(float(x) for x in layer) for layer in experts[i])
+            results.append(TrackResult(tr.track_id, tr.box, raw, state.smoothed, state.verdict,
+                                       qualities[i].ok, ew))
+        t5 = time.perf_counter()
+        timings["smooth"] = (t5 - t4) * 1e3
+        timings["total"] = (t5 - t0) * 1e3
+
+        self.last_crops = {tr.track_id: crops[i] for i, tr in enumerate(tracks)}
+        self.last_quality = {tr.track_id: qualities[i] for i, tr in enumerate(tracks)}
+        return FrameResult(index=index, t=t, frame=frame_bgr, tracks=tuple(results), timings_ms=timings,
+                           status="ok", dropped_faces=dropped)
+
+    def update_settings(self, **changes: Any) -> AppConfig:
+        """Apply setting changes (AppConfig keys) now; returns the new config. Raises ConfigError on bad values.
+
+        Threshold and smoothing constants re-decide every current track's verdict immediately; detector
+        settings rebuild the detector; tracking and quality settings apply from the next frame.
+        """
+        with self._lock:
+            new = self.config.replace(**changes)
+            changed = {k for k in changes if getattr(new, k.replace("-", "_")) != getattr(self.config,
+                                                                                       k.replace("-", "_"))}
+            self.config = new
+            if changed & set(_DETECTOR_KEYS):
+                old = self.detector
+                self.detector = FaceDetector(new.detector_model, new.detector_min_confidence)
+                old.close()
+            self.tracker.iou_min, self.tracker.max_missed = new.track_iou_min, new.track_max_missed
+            params = self._smoothing_params(new)
+            if params != self.params:
+                self.params = params
+                for smoother in self.smoothers.values():
+                    smoother.set_params(params)
+            log.debug("settings changed: %s", sorted(changed))
+            return new
+
+    def status_result(self, index: int, t: float, status: str) -> FrameResult:
+        """A FrameResult carrying only a status ("no signal", "end of stream", an error) for the UI/log."""
+        return FrameResult(index=index, t=t, frame=None, tracks=(), timings_ms={}, status=status)
+
+    def reset(self) -> None:
+        """Forget tracks and smoothing state (e.g. a new source); ids keep increasing, never reused."""
+        with self._lock:
+            self.tracker.reset()
+            self.smoothers.clear()
+            self.last_crops, self.last_quality, self.ended_tracks = {}, {}, []
+
+    def close(self) -> None:
+        """Release the detector (idempotent). The scorer belongs to the caller."""
+        with self._lock:
+            if self.detector is not None:
+                self.detector.close()
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
