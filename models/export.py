@@ -1,0 +1,317 @@
+"""Export the deployable scorer (normalised b 3 S S float32 -> P(attack) b) with a dynamic batch 1..16.
+
+Formats (``python -m models.export --model CKPT_OR_NAME --format FORMAT --out PATH``):
+
+    torch-export  ``torch.export`` ExportedProgram (.pt2): proves the module is convertible; it is what
+                  torch-tensorrt's dynamo frontend and OpenVINO's converter consume.
+    onnx          ONNX (opset 17) via torch's TorchScript-based exporter (``dynamo=False``): no extra
+                  dependency, and its graph ran faster in both ONNX Runtime and OpenVINO than the dynamo
+                  exporter's on this model (docs/performance.md).
+    openvino      OpenVINO IR (.xml + .bin beside it), converted from the ExportedProgram, weights kept fp32.
+    tensorrt      torch-tensorrt dynamo compile, FP16, engine cache; needs an NVIDIA GPU and TensorRT's
+                  libraries, imported lazily so every other format works without them.
+
+Every writer is atomic (a temporary name, then ``os.replace``), so a crash never leaves a half-written file
+under the real name. ``models/`` stays free of Qt, mediapipe and OpenCV.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .checkpoint import Checkpoint, load_model
+from .clip import LivenessScorer
+
+log = logging.getLogger(__name__)
+
+MIN_BATCH = 1
+MAX_BATCH = 16  # the dynamic batch range of every export: the app scores at most 16 faces per call
+OPT_BATCH = 8  # TensorRT optimises kernels for this batch inside the range
+ONNX_OPSET = 17
+FORMATS = ("torch-export", "onnx", "openvino", "tensorrt")
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be made here (missing runtime, unsupported option); the message says what to do."""
+
+
+def scorer_module(model: "str | Path | Checkpoint") -> tuple[LivenessScorer, Checkpoint]:
+    """The deployable ``LivenessScorer`` (eval, fp32, CPU) of a checkpoint path, config name or Checkpoint."""
+    ckpt = model if isinstance(model, Checkpoint) else load_model(model)
+    module = ckpt.model.scorer().eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module, ckpt
+
+
+def example_input(size: int, batch: int = 2, device: "str | torch.device" = "cpu",
+                  seed: int = 0) -> torch.Tensor:
+    """A reproducible normalised input batch b 3 S S (standard normal: the range of normalised pixels)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, size, size, generator=g).to(device)
+
+
+def export_program(module: LivenessScorer, max_batch: int = MAX_BATCH) -> torch.export.ExportedProgram:
+    """``torch.export`` the scorer with a dynamic batch Dim (1..max_batch) on the module's device.
+
+    The example batch is 2, not 1: torch.export specialises a size-1 dimension to the constant 1.
+    """
+    if not 2 <= max_batch <= 4096:
+        raise ValueError(f"max_batch must be in 2..4096, got {max_batch}")
+    p = next(module.parameters())
+    x = example_input(module.image_size, 2, p.device).to(p.dtype)
+    batch = torch.export.Dim("batch", min=MIN_BATCH, max=max_batch)
+    with torch.no_grad():
+        return torch.export.export(module, (x,), dynamic_shapes=({0: batch},))
+
+
+def _atomic_target(out: Path) -> Path:
+    """A fresh temporary file beside ``out`` with the same suffix (writers infer formats from it)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.tmp.", suffix=out.suffix, dir=out.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the export is an ordinary file
+    return Path(tmp)
+
+
+def export_torch(module: LivenessScorer, out: "str | Path", max_batch: int = MAX_BATCH) -> Path:
+    """Write the ExportedProgram to ``out`` (.pt2, load with ``torch.export.load(out).module()``)."""
+    out = Path(out)
+    ep = export_program(module, max_batch)
+    tmp = _atomic_target(out)
+    try:
+        with open(tmp, "wb") as f:  # a file object: torch.export.save warns on names not ending .pt2
+            torch.export.save(ep, f)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def export_onnx(module: LivenessScorer, out: "str | Path", opset: int = ONNX_OPSET,
+                exporter: str = "legacy") -> Path:
+    """Write ONNX with input ``images`` (batch x 3 x S x S, batch dynamic) and output ``p_attack`` (batch).
+
+    ``exporter="legacy"`` (default) is torch's TorchScript-based exporter; ``"dynamo"`` is the torch.export
+    based one, which needs the optional ``onnxscript`` package.
+    """
+    out = Path(out)
+    x = example_input(module.image_size, 2)
+    tmp = _atomic_target(out)
+    try:
+        if exporter == "legacy":
+            import warnings
+            with warnings.catch_warnings(), torch.no_grad():
+                # the legacy exporter's deprecation notice and the tracer's note on unpacking q, k, v (whose
+                # count, 3, is fixed) say nothing about this model
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                torch.onnx.export(module, (x,), str(tmp), input_names=["images"], output_names=["p_attack"],
+                                  dynamic_axes={"images": {0: "batch"}, "p_attack": {0: "batch"}},
+                                  opset_version=opset, dynamo=False)
+        elif exporter == "dynamo":
+            try:
+                import onnxscript  # noqa: F401
+            except ImportError as e:
+                raise ExportError("the dynamo ONNX exporter needs `pip install onnxscript`; or use the default "
+                                  "exporter='legacy'") from e
+            prog = torch.onnx.export(export_program(module), dynamo=True, input_names=["images"],
+                                     output_names=["p_attack"], opset_version=max(opset, 18))
+            prog.save(str(tmp))
+        else:
+            raise ValueError(f"exporter must be 'legacy' or 'dynamo', got {exporter!r}")
+        import onnx
+        onnx.checker.check_model(str(tmp))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def export_openvino(module: LivenessScorer, out: "str | Path", max_batch: int = MAX_BATCH) -> Path:
+    """Write OpenVINO IR ``out`` (.xml) and its weights (.bin beside it), batch 1..max_batch, fp32 weights.
+
+    Converted from the ExportedProgram (OpenVINO's PyTorch frontend), which ran as fast as the ONNX route
+    here; ``compress_to_fp16=False`` keeps the weights bit-identical to the checkpoint's.
+    """
+    try:
+        import openvino as ov
+    except ImportError as e:
+        raise ExportError("OpenVINO is not installed: `pip install openvino`") from e
+    out = Path(out).with_suffix(".xml")
+    ep = export_program(module, max_batch)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the converter's notes on torch.export internals
+        ov_model = ov.convert_model(ep)
+    s = module.image_size
+    ov_model.reshape({0: ov.PartialShape([ov.Dimension(MIN_BATCH, max_batch), 3, s, s])})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", dir=out.parent))
+    try:
+        ov.save_model(ov_model, str(tmpdir / out.name), compress_to_fp16=False)
+        # .bin first: a reader that finds the .xml finds its weights too
+        os.replace(tmpdir / out.with_suffix(".bin").name, out.with_suffix(".bin"))
+        os.replace(tmpdir / out.name, out)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return out
+
+
+def import_torch_tensorrt():
+    """Import torch_tensorrt lazily; ExportError with the reason when it (or TensorRT) is unavailable.
+
+    torch-tensorrt raises a plain ``Exception`` (not ImportError) when TensorRT's libraries are missing.
+    """
+    try:
+        import torch_tensorrt
+    except Exception as e:  # noqa: BLE001 - see docstring
+        raise ExportError(f"torch-tensorrt is unavailable ({type(e).__name__}: {e}); it needs an NVIDIA GPU, "
+                          "`pip install -r requirements-gpu.txt` and TensorRT's libraries") from e
+    if not torch.cuda.is_available():
+        raise ExportError("TensorRT needs a CUDA GPU, and torch sees none (torch.cuda.is_available() is False)")
+    return torch_tensorrt
+
+
+def compile_tensorrt(module: LivenessScorer, engine_cache_dir: "str | Path", max_batch: int = MAX_BATCH):
+    """Compile the scorer with torch-tensorrt's dynamo path: FP16 kernels, batch 1..max_batch, engine cache.
+
+    Returns the compiled GraphModule (on cuda:0). Built engines go to ``engine_cache_dir`` and are reused on a
+    rebuild with the same graph, shapes and settings.
+    """
+    trt = import_torch_tensorrt()
+    module = module.to("cuda").eval()
+    s = module.image_size
+    engine_cache_dir = Path(engine_cache_dir)
+    engine_cache_dir.mkdir(parents=True, exist_ok=True)
+    ep = export_program(module, max_batch)
+    spec = trt.Input(min_shape=(MIN_BATCH, 3, s, s), opt_shape=(min(OPT_BATCH, max_batch), 3, s, s),
+                     max_shape=(max_batch, 3, s, s), dtype=torch.float32)
+    return trt.dynamo.compile(
+        ep, arg_inputs=[spec], enabled_precisions={torch.half}, min_block_size=1,
+        cache_built_engines=True, reuse_cached_engines=True, engine_cache_dir=str(engine_cache_dir),
+        timing_cache_path=str(engine_cache_dir / "timing_cache.bin"))
+
+
+def export_tensorrt(module: LivenessScorer, out: "str | Path", engine_cache_dir: "str | Path | None" = None,
+                    max_batch: int = MAX_BATCH) -> Path:
+    """Compile with TensorRT (see ``compile_tensorrt``) and save the ExportedProgram holding the engine.
+
+    Load it with ``torch_tensorrt.load(out).module()`` on a machine with the same GPU model, TensorRT and torch.
+    """
+    trt = import_torch_tensorrt()
+    out = Path(out)
+    engine_cache_dir = Path(engine_cache_dir) if engine_cache_dir else out.parent / "trt_engine_cache"
+    trt_gm = compile_tensorrt(module, engine_cache_dir, max_batch)
+    s = module.image_size
+    spec = trt.Input(min_shape=(MIN_BATCH, 3, s, s), opt_shape=(min(OPT_BATCH, max_batch), 3, s, s),
+                     max_shape=(max_batch, 3, s, s), dtype=torch.float32)
+    tmp = _atomic_target(out)
+    try:
+        trt.save(trt_gm, str(tmp), output_format="exported_program", arg_inputs=[spec])
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+# --- checking an export against eager -------------------------------------------------------------------
+def load_exported(fmt: str, path: "str | Path") -> Callable[[np.ndarray], np.ndarray]:
+    """A callable float32 b 3 S S array -> P(attack) array running the exported file ``path`` on CPU."""
+    path = Path(path)
+    if fmt == "torch-export":
+        with open(path, "rb") as f:  # a buffer: torch.export.load wants a .pt2 name, the user may pick another
+            mod = torch.export.load(f).module()
+
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return mod(torch.from_numpy(x)).numpy()
+        return run
+    if fmt == "onnx":
+        import onnxruntime as ort
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda x: sess.run(None, {"images": x})[0]
+    if fmt == "openvino":
+        import openvino as ov
+        compiled = ov.Core().compile_model(str(path.with_suffix(".xml")), "CPU",
+                                           {"INFERENCE_PRECISION_HINT": "f32"})
+        return lambda x: compiled(x)[0]
+    if fmt == "tensorrt":
+        trt = import_torch_tensorrt()
+        mod = trt.load(str(path)).module()
+
+        def run_trt(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return mod(torch.from_numpy(x).cuda()).float().cpu().numpy()
+        return run_trt
+    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def check_export(module: LivenessScorer, run: Callable[[np.ndarray], np.ndarray],
+                 batches: tuple[int, ...] = (1, 7)) -> dict[int, float]:
+    """Max |P_export - P_eager| per batch size, on reproducible inputs."""
+    diffs = {}
+    for b in batches:
+        x = example_input(module.image_size, b, seed=b)
+        with torch.no_grad():
+            ref = module.cpu().float()(x).numpy()
+        got = np.asarray(run(x.numpy()), dtype=np.float32).reshape(-1)
+        if got.shape != ref.shape:
+            raise AssertionError(f"export returns shape {got.shape} for batch {b}, eager {ref.shape}")
+        diffs[b] = float(np.abs(got - ref).max())
+    return diffs
+
+
+def export(model: "str | Path | Checkpoint", fmt: str, out: "str | Path", max_batch: int = MAX_BATCH,
+           onnx_exporter: str = "legacy") -> Path:
+    """Export ``model`` (checkpoint path, config name or Checkpoint) to ``out`` in format ``fmt``."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    module, _ = scorer_module(model)
+    if fmt == "torch-export":
+        return export_torch(module, out, max_batch)
+    if fmt == "onnx":
+        if max_batch != MAX_BATCH:
+            log.info("ONNX batch axis is unbounded; --max-batch does not apply")
+        return export_onnx(module, out, exporter=onnx_exporter)
+    if fmt == "openvino":
+        return export_openvino(module, out, max_batch)
+    return export_tensorrt(module, out, max_batch=max_batch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m models.export", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="checkpoint .safetensors or a config name (fresh weights)")
+    ap.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
+    ap.add_argument("--out", required=True, type=Path, help="output file")
+    ap.add_argument("--max-batch", type=int, default=MAX_BATCH, help="largest batch of the dynamic range")
+    ap.add_argument("--onnx-exporter", choices=("legacy", "dynamo"), default="legacy")
+    ap.add_argument("--no-check", action="store_true", help="skip the comparison with eager at batch 1 and 7")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    t0 = time.perf_counter()
+    try:
+        module, ckpt = scorer_module(args.model)  # once: a config name gives fresh random weights per load
+        out = export(ckpt, args.fmt, args.out, args.max_batch, args.onnx_exporter)
+    except (ExportError, FileNotFoundError, ValueError) as e:
+        print(f"export failed: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} ({args.fmt}) in {time.perf_counter() - t0:.1f} s")
+    if not args.no_check:
+        diffs = check_export(module, load_exported(args.fmt, out))
+        print("max |P_export - P_eager|: " + ", ".join(f"batch {b}: {d:.2e}" for b, d in diffs.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
