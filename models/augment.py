@@ -1,0 +1,355 @@
+"""Augmentations for uint8 RGB face crops (numpy + OpenCV core; no GUI, no torch needed).
+
+``TrainAugment`` is what the trainer applies to a 160 px contract crop (design.md "Face crop") to get a model
+input of ``size`` px: scale / shift jitter inside the crop's own context, horizontal flip, colour jitter, blur and
+JPEG recompression, plus *simulated spoof clues* that turn a live crop into an attack sample (the 2024 unified
+physical-digital challenge winner's recipe, paper.md): moire and colour distortion (physical: print / screen
+recapture) and self-blending (digital: Shiohara & Yamasaki, "Detecting Deepfakes with Self-Blended Images",
+CVPR 2022). ``EvalTransform`` only resizes, as the app's cropper does.
+
+Every random choice comes from one ``numpy.random.Generator`` seeded by ``seed`` (one stream per DataLoader
+worker), so a seed gives the same sequence of outputs. The single ops (``moire``, ``colour_distortion``,
+``self_blend``, ``colour_jitter``, ``gaussian_blur``, ``jpeg``) are public and take an explicit generator.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luminance weights (RGB order)
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"expected a uint8 RGB crop H x W x 3, got {got}")
+    return image
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Square resize with the app cropper's interpolation (area when shrinking, bilinear when enlarging)."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return image
+    interp = cv2.INTER_AREA if max(h, w) > size else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interp)
+
+
+# --- photometric ops --------------------------------------------------------------------------------------
+def _hue_matrix(angle_rad: float) -> np.ndarray:
+    """3 x 3 rotation of RGB about the grey axis (1, 1, 1) / sqrt(3): a hue shift that keeps grey grey."""
+    c, s = math.cos(angle_rad), math.sin(angle_rad)
+    k = 1.0 / 3.0
+    r = math.sqrt(k)
+    # Rodrigues' formula with the unit axis (r, r, r)
+    return np.array([[c + (1 - c) * k, (1 - c) * k - r * s, (1 - c) * k + r * s],
+                     [(1 - c) * k + r * s, c + (1 - c) * k, (1 - c) * k - r * s],
+                     [(1 - c) * k - r * s, (1 - c) * k + r * s, c + (1 - c) * k]], np.float32)
+
+
+def _saturation_matrix(s: float) -> np.ndarray:
+    """3 x 3 matrix mixing each pixel with its luminance: s = 0 grey, 1 identity, > 1 more saturated."""
+    return (s * np.eye(3, dtype=np.float32) + (1.0 - s) * np.ones((3, 1), np.float32) * _LUMA[None]).astype(np.float32)
+
+
+def colour_jitter(image: np.ndarray, rng: np.random.Generator, brightness: float = 0.2, contrast: float = 0.2,
+                  saturation: float = 0.2, hue_deg: float = 8.0) -> np.ndarray:
+    """Random brightness, contrast, saturation and hue as ONE 3 x 4 affine colour transform (one cv2 pass).
+
+    Factors are drawn uniformly from [1 - x, 1 + x] (hue: an angle in [-hue_deg, hue_deg] degrees about the grey
+    axis); contrast pivots on the crop's mean grey level. y = b * (c * (H S x - mu) + mu).
+    """
+    b = rng.uniform(1 - brightness, 1 + brightness)
+    c = rng.uniform(1 - contrast, 1 + contrast)
+    s = rng.uniform(1 - saturation, 1 + saturation)
+    h = math.radians(rng.uniform(-hue_deg, hue_deg))
+    mu = float(image.mean())
+    m = np.empty((3, 4), np.float32)
+    m[:, :3] = (b * c) * (_hue_matrix(h) @ _saturation_matrix(s))
+    m[:, 3] = b * (1 - c) * mu
+    return cv2.transform(image, m)  # saturating uint8 output
+
+
+def gaussian_blur(image: np.ndarray, rng: np.random.Generator, sigma: tuple[float, float] = (0.4, 1.4)) -> np.ndarray:
+    """Gaussian blur with sigma drawn from ``sigma`` (pixels of this image): defocus / motion-free camera blur."""
+    sd = rng.uniform(*sigma)
+    return cv2.GaussianBlur(image, (0, 0), sigmaX=sd, sigmaY=sd, borderType=cv2.BORDER_REFLECT_101)
+
+
+def jpeg(image: np.ndarray, rng: np.random.Generator, quality: tuple[int, int] = (35, 95)) -> np.ndarray:
+    """JPEG re-encode at a quality drawn from ``quality`` (inclusive): web / messenger recompression."""
+    q = int(rng.integers(quality[0], quality[1] + 1))
+    bgr = np.ascontiguousarray(image[:, :, ::-1])  # the codec's YCrCb conversion assumes BGR order
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, q])
+    if not ok:  # pragma: no cover - OpenCV always has a JPEG codec
+        raise RuntimeError("OpenCV could not JPEG-encode an image")
+    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1])
+
+
+# --- simulated spoof clues --------------------------------------------------------------------------------
+def moire(image: np.ndarray, rng: np.random.Generator, strength: tuple[float, float] = (0.08, 0.25),
+          frequency: tuple[float, float] = (0.88, 1.12), max_tilt: float = 0.12) -> np.ndarray:
+    """Moire of a recaptured screen: a display's sub-pixel grid sampled by the camera's pixel grid.
+
+    The display grid is modelled as a sinusoidal grating of ``frequency`` cycles per image pixel (a screen pixel
+    pitch close to one camera pixel, far above Nyquist, 0.5) tilted by up to ``max_tilt`` radians from the
+    camera's axes, one grating per axis of the grid; sampling it at integer pixel positions aliases it into the
+    low-frequency beat stripes (periods of ~5-50 px) seen on recaptured phones and monitors. The R, G and B
+    sub-pixels sit a fraction of a period apart (the camera's Bayer mosaic does not see them as equal), which
+    gives the coloured fringes; the black matrix between pixels gives the luminance beat. The image is modulated
+    multiplicatively (emitted light x grid transmission) by 1 - a + a * grating, a drawn from ``strength``.
+    """
+    h, w = image.shape[:2]
+    a = rng.uniform(*strength)
+    ys = np.arange(h, dtype=np.float32)[:, None]
+    xs = np.arange(w, dtype=np.float32)[None, :]
+    theta = rng.uniform(-max_tilt, max_tilt) + (math.pi / 2 if rng.random() < 0.5 else 0.0)
+    pattern = np.zeros((h, w, 3), np.float32)
+    for axis_angle in (theta, theta + math.pi / 2 + rng.normal(0, 0.03)):  # the grid's two axes
+        f = rng.uniform(*frequency)
+        u, v = f * math.cos(axis_angle), f * math.sin(axis_angle)
+        phase0 = rng.uniform(0, 2 * math.pi)
+        delta = rng.uniform(0.2, 1.2)  # sub-pixel phase step (2 pi / 3 would cancel the luminance beat)
+        for ch in range(3):
+            # separable: cos(p + 2 pi (u x + v y)) = cos(A) cos(B) - sin(A) sin(B), A over y, B over x: H + W cosines
+            pa = 2 * math.pi * v * ys + phase0 + ch * delta
+            pb = 2 * math.pi * u * xs
+            pattern[:, :, ch] += np.cos(pa) * np.cos(pb) - np.sin(pa) * np.sin(pb)
+    gain = 1.0 - a + a * (0.5 + 0.25 * pattern)  # pattern in [-2, 2] -> grating transmission in [0, 1]
+    return np.clip(image.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+
+
+def colour_distortion(image: np.ndarray, rng: np.random.Generator, kind: str | None = None) -> np.ndarray:
+    """Colour reproduction of a recapture medium: gamut / contrast compression and a colour cast.
+
+    ``kind`` "print" (lifted blacks, dimmer whites, desaturated, warm / yellowish paper cast) or "screen"
+    (lifted blacks from glare, gamma shift, over-saturated, bluish cast); None picks one at random. A per-channel
+    tone curve (one 256-entry LUT each) then a saturation matrix: two cv2 passes.
+    """
+    kind = kind or ("print" if rng.random() < 0.5 else "screen")
+    if kind == "print":
+        black, white = rng.uniform(12, 45), rng.uniform(195, 240)
+        gamma = rng.uniform(0.85, 1.2)
+        sat = rng.uniform(0.5, 0.85)
+        cast = np.array([1.0, rng.uniform(0.94, 1.0), rng.uniform(0.80, 0.95)], np.float32)
+    elif kind == "screen":
+        black, white = rng.uniform(6, 30), rng.uniform(225, 255)
+        gamma = rng.uniform(0.75, 1.05)
+        sat = rng.uniform(1.1, 1.45)
+        cast = np.array([rng.uniform(0.85, 0.97), rng.uniform(0.94, 1.0), 1.0], np.float32)
+    else:
+        raise ValueError(f"colour_distortion kind must be 'print', 'screen' or None, got {kind!r}")
+    cast = cast * rng.uniform(0.97, 1.03, size=3).astype(np.float32)  # per-device variation
+    x = np.linspace(0, 1, 256, dtype=np.float32)
+    curve = black + (white - black) * x ** gamma  # 256
+    lut = np.clip(curve[:, None] * cast[None], 0, 255).astype(np.uint8)  # 256 x 3
+    out = cv2.LUT(image, lut.reshape(256, 1, 3))
+    return cv2.transform(out, _saturation_matrix(sat))
+
+
+def _face_mask(side_h: int, side_w: int, rng: np.random.Generator) -> np.ndarray:
+    """Soft float32 H x W mask of a face-shaped blob where the crop contract puts the face (centre 2/3 of the
+    crop): an ellipse whose radius is perturbed by a few random Fourier terms (a landmark hull stand-in),
+    feathered by a Gaussian of random width."""
+    h, w = side_h, side_w
+    cx = w * (0.5 + rng.normal(0, 0.02))
+    cy = h * (0.53 + rng.normal(0, 0.02))
+    rx = w * rng.uniform(0.22, 0.32)
+    ry = h * rng.uniform(0.28, 0.38)
+    t = np.linspace(0, 2 * math.pi, 32, endpoint=False)
+    r = np.ones_like(t)
+    for k in (2, 3, 4):  # low-order wobble: jaw / cheek / forehead asymmetry
+        r += rng.normal(0, 0.05) * np.cos(k * t + rng.uniform(0, 2 * math.pi))
+    rot = rng.normal(0, 0.08)
+    px = cx + rx * r * np.cos(t) * math.cos(rot) - ry * r * np.sin(t) * math.sin(rot)
+    py = cy + rx * r * np.cos(t) * math.sin(rot) + ry * r * np.sin(t) * math.cos(rot)
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(mask, [np.stack([px, py], 1).round().astype(np.int32)], 255)
+    sd = rng.uniform(0.015, 0.06) * min(h, w)
+    mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=sd, sigmaY=sd)
+    return mask.astype(np.float32) * (1.0 / 255.0)
+
+
+def self_blend(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Self-blended image (SBI): a slightly altered copy of the face blended back into the same crop.
+
+    The copy ("source") gets a colour change (per-channel shift, brightness / contrast), a frequency change
+    (blur or sharpen) and a small scale / translation; a soft face-shaped mask (``_face_mask``) times a blend
+    ratio in [0.5, 1] pastes it over the original ("target"). What remains is what face swaps leave behind:
+    a blending boundary, colour mismatch and a resampling seam, with no identity change to learn from.
+    """
+    h, w = image.shape[:2]
+    src = image
+    # colour: per-channel offset + brightness / contrast, one affine colour transform
+    m = np.zeros((3, 4), np.float32)
+    gain = rng.uniform(0.9, 1.1)
+    m[:, :3] = np.eye(3, dtype=np.float32) * gain * rng.uniform(0.95, 1.05, size=3)[:, None]
+    m[:, 3] = rng.uniform(-18, 18, size=3)
+    src = cv2.transform(src, m)
+    # frequency: blur or unsharp mask (or neither)
+    u = rng.random()
+    if u < 0.4:
+        sd = rng.uniform(0.5, 1.5)
+        src = cv2.GaussianBlur(src, (0, 0), sigmaX=sd, sigmaY=sd)
+    elif u < 0.8:
+        blurred = cv2.GaussianBlur(src, (0, 0), sigmaX=1.0, sigmaY=1.0)
+        amount = rng.uniform(0.3, 1.0)
+        src = cv2.addWeighted(src, 1 + amount, blurred, -amount, 0)
+    # geometry: scale 0.94..1.06 per axis about the centre, shift up to 3 % of the side
+    sx, sy = rng.uniform(0.94, 1.06, size=2)
+    tx, ty = rng.uniform(-0.03, 0.03, size=2) * (w, h)
+    warp = np.array([[sx, 0, (1 - sx) * w / 2 + tx], [0, sy, (1 - sy) * h / 2 + ty]], np.float32)
+    src = cv2.warpAffine(src, warp, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    mask = _face_mask(h, w, rng) * rng.uniform(0.5, 1.0)  # H W
+    out = image.astype(np.float32)
+    out += mask[:, :, None] * (src.astype(np.float32) - out)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+# --- pipelines --------------------------------------------------------------------------------------------
+class EvalTransform:
+    """Evaluation / inference transform: resize the contract crop to ``size`` (nothing else), uint8 RGB."""
+
+    def __init__(self, size: int):
+        if int(size) < 8:
+            raise ValueError(f"size must be a model input size in pixels (>= 8), got {size!r}")
+        self.size = int(size)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(_resize(_check_image(image), self.size))
+
+    def __repr__(self) -> str:
+        return f"EvalTransform(size={self.size})"
+
+
+class TrainAugment:
+    """Training augmentation: ``aug(image, label) -> (image, label)`` for a uint8 RGB contract crop.
+
+    Order: (1) at most one simulated spoof clue, applied to live crops only, which then become attacks
+    (label 1): self-blend (p_self_blend, on the input crop, before resampling, as a swap is), moire
+    (p_moire) or colour distortion (p_colour_distortion), as in the challenge winner's simulated physical /
+    digital spoof clues; (2) a square window of ``scale`` x the crop side, its centre shifted by up to ``shift``
+    x the side but kept inside the crop (the context the crop contract gives; no invented border), optionally
+    rotated by up to ``rotate`` degrees, resized to ``size``; (3) horizontal flip; (4) colour jitter; (5) blur;
+    (6) JPEG recompression. Moire is drawn on the output grid (it is a property of the capturing camera's
+    pixels). Deterministic for a ``seed``; inside a torch DataLoader worker the stream is re-seeded from
+    (seed, worker id) so workers do not repeat each other.
+    """
+
+    def __init__(self, size: int, *, p_flip: float = 0.5, scale: tuple[float, float] = (0.85, 1.0),
+                 shift: float = 0.06, rotate: float = 0.0, p_colour_jitter: float = 0.8,
+                 brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2, hue_deg: float = 8.0,
+                 p_blur: float = 0.15, blur_sigma: tuple[float, float] = (0.4, 1.4), p_jpeg: float = 0.3,
+                 jpeg_quality: tuple[int, int] = (35, 95), p_moire: float = 0.1, p_colour_distortion: float = 0.1,
+                 p_self_blend: float = 0.1, seed: int | None = None, rng: np.random.Generator | None = None):
+        if int(size) < 8:
+            raise ValueError(f"size must be a model input size in pixels (>= 8), got {size!r}")
+        probs = dict(p_flip=p_flip, p_colour_jitter=p_colour_jitter, p_blur=p_blur, p_jpeg=p_jpeg, p_moire=p_moire,
+                     p_colour_distortion=p_colour_distortion, p_self_blend=p_self_blend)
+        for k, v in probs.items():
+            if not 0.0 <= float(v) <= 1.0:
+                raise ValueError(f"{k} must be a probability in [0, 1], got {v!r}")
+        if p_moire + p_colour_distortion + p_self_blend > 1.0 + 1e-9:
+            raise ValueError("p_moire + p_colour_distortion + p_self_blend must be <= 1 (at most one spoof clue "
+                             f"per crop), got {p_moire} + {p_colour_distortion} + {p_self_blend}")
+        if not 0.0 < scale[0] <= scale[1] <= 1.0:
+            raise ValueError(f"scale must be (lo, hi) with 0 < lo <= hi <= 1 (a window inside the crop), got {scale}")
+        if not 0.0 <= shift < 0.5:
+            raise ValueError(f"shift must be a fraction of the crop side in [0, 0.5), got {shift}")
+        if not 1 <= jpeg_quality[0] <= jpeg_quality[1] <= 100:
+            raise ValueError(f"jpeg_quality must be (lo, hi) within 1..100, got {jpeg_quality}")
+        self.size = int(size)
+        self.p_flip, self.scale, self.shift, self.rotate = float(p_flip), tuple(scale), float(shift), float(rotate)
+        self.p_colour_jitter = float(p_colour_jitter)
+        self.jitter = dict(brightness=brightness, contrast=contrast, saturation=saturation, hue_deg=hue_deg)
+        self.p_blur, self.blur_sigma = float(p_blur), tuple(blur_sigma)
+        self.p_jpeg, self.jpeg_quality = float(p_jpeg), tuple(jpeg_quality)
+        self.p_moire, self.p_colour_distortion = float(p_moire), float(p_colour_distortion)
+        self.p_self_blend = float(p_self_blend)
+        self.seed = seed
+        self._rng = rng if rng is not None else np.random.default_rng(seed)
+        self._worker: int | None = None
+
+    def _generator(self) -> np.random.Generator:
+        torch = sys.modules.get("torch")  # never import torch just to ask; the DataLoader has already imported it
+        if torch is not None:
+            info = torch.utils.data.get_worker_info()
+            if info is not None and info.id != self._worker:
+                # each worker process holds a pickled copy of the same stream: re-seed it per worker
+                self._worker = info.id
+                base = self.seed if self.seed is not None else int(info.seed % 2 ** 32)
+                self._rng = np.random.default_rng([base, info.id])
+        return self._rng
+
+    def _geometry(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        h, w = image.shape[:2]
+        side = min(h, w)
+        win = side * rng.uniform(*self.scale)
+        room = (side - win) / 2  # how far the window centre may move and stay inside
+        cx = w / 2 + float(np.clip(rng.uniform(-self.shift, self.shift) * side, -room, room))
+        cy = h / 2 + float(np.clip(rng.uniform(-self.shift, self.shift) * side, -room, room))
+        angle = rng.uniform(-self.rotate, self.rotate) if self.rotate > 0 else 0.0
+        if angle == 0.0:
+            x0, y0 = int(round(cx - win / 2)), int(round(cy - win / 2))
+            n = max(1, int(round(win)))
+            x0, y0 = min(max(x0, 0), w - n), min(max(y0, 0), h - n)
+            return _resize(image[y0:y0 + n, x0:x0 + n], self.size)
+        # rotated window: one affine warp (corners outside the crop are reflected)
+        s = self.size / win
+        m = cv2.getRotationMatrix2D((cx, cy), angle, s)
+        m[:, 2] += (self.size / 2 - cx, self.size / 2 - cy)
+        return cv2.warpAffine(image, m, (self.size, self.size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REFLECT_101)
+
+    def __call__(self, image: np.ndarray, label: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, int]:
+        image = _check_image(image)
+        if label not in (0, 1):
+            raise ValueError(f"label must be 0 (live) or 1 (attack), got {label!r}")
+        rng = rng if rng is not None else self._generator()
+        label = int(label)
+        clue = None
+        u = rng.random()  # drawn for every crop, so the stream does not depend on the label
+        if label == 0:
+            if u < self.p_self_blend:
+                clue = "self_blend"
+            elif u < self.p_self_blend + self.p_moire:
+                clue = "moire"
+            elif u < self.p_self_blend + self.p_moire + self.p_colour_distortion:
+                clue = "colour"
+        if clue == "self_blend":
+            image, label = self_blend(image, rng), 1
+        out = self._geometry(image, rng)  # size x size x 3, a view or a new array
+        if clue == "moire":
+            out, label = moire(out, rng), 1
+        elif clue == "colour":
+            out, label = colour_distortion(out, rng), 1
+        if rng.random() < self.p_flip:
+            out = out[:, ::-1]
+        if rng.random() < self.p_colour_jitter:
+            out = colour_jitter(np.ascontiguousarray(out), rng, **self.jitter)
+        if rng.random() < self.p_blur:
+            out = gaussian_blur(np.ascontiguousarray(out), rng, self.blur_sigma)
+        if rng.random() < self.p_jpeg:
+            out = jpeg(np.ascontiguousarray(out), rng, self.jpeg_quality)
+        out = np.ascontiguousarray(out)
+        if np.may_share_memory(out, image):  # never hand back a view of the caller's (maybe read-only) array
+            out = out.copy()
+        return out, label
+
+    def __repr__(self) -> str:
+        return (f"TrainAugment(size={self.size}, p_flip={self.p_flip}, scale={self.scale}, shift={self.shift}, "
+                f"p_moire={self.p_moire}, p_colour_distortion={self.p_colour_distortion}, "
+                f"p_self_blend={self.p_self_blend}, seed={self.seed})")
+
+
+def augment_batch(images: Sequence[np.ndarray], labels: Sequence[int], aug: TrainAugment) -> tuple[np.ndarray, np.ndarray]:
+    """Apply ``aug`` to each crop: N x size x size x 3 uint8 and the (possibly changed) int64 labels."""
+    outs = [aug(im, int(lb)) for im, lb in zip(images, labels)]
+    return np.stack([o[0] for o in outs]), np.array([o[1] for o in outs], np.int64)

@@ -1,0 +1,176 @@
+"""models.augment: shapes / dtypes, determinism under a seed, every op changes the image, label handling."""
+from __future__ import annotations
+
+import cv2
+import matplotlib.cbook as cbook
+import numpy as np
+import pytest
+
+from models.augment import (EvalTransform, TrainAugment, augment_batch, colour_distortion, colour_jitter,
+                            gaussian_blur, jpeg, moire, self_blend)
+
+
+@pytest.fixture(scope="module")
+def face() -> np.ndarray:
+    """A real 160 x 160 RGB portrait crop (matplotlib's Grace Hopper sample), as the crop contract makes them."""
+    bgr = cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    assert bgr is not None
+    rgb = cv2.cvtColor(bgr[:512, :512], cv2.COLOR_BGR2RGB)
+    return cv2.resize(rgb, (160, 160), interpolation=cv2.INTER_AREA)
+
+
+def _diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def test_eval_transform_is_a_plain_resize(face):
+    out = EvalTransform(128)(face)
+    assert out.shape == (128, 128, 3) and out.dtype == np.uint8
+    assert np.array_equal(out, cv2.resize(face, (128, 128), interpolation=cv2.INTER_AREA))
+    assert np.array_equal(EvalTransform(160)(face), face)
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        EvalTransform(128)(face.astype(np.float32))
+
+
+@pytest.mark.parametrize("size", [128, 160, 32])
+def test_train_augment_shapes_and_dtypes(face, size):
+    aug = TrainAugment(size, seed=0, rotate=5.0)
+    for label in (0, 1) * 20:
+        out, lab = aug(face, label)
+        assert out.shape == (size, size, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
+        assert lab in (0, 1)
+        assert not np.may_share_memory(out, face)
+
+
+def test_output_never_aliases_a_read_only_input(face):
+    ro = face.copy()
+    ro.setflags(write=False)
+    aug = TrainAugment(160, p_flip=0, scale=(1, 1), shift=0, p_colour_jitter=0, p_blur=0, p_jpeg=0, p_moire=0,
+                       p_colour_distortion=0, p_self_blend=0, seed=0)
+    out, lab = aug(ro, 0)
+    assert np.array_equal(out, face) and lab == 0 and out.flags.writeable
+
+
+def test_deterministic_under_seed(face):
+    a, b, c = (TrainAugment(128, seed=s, p_moire=0.3, p_colour_distortion=0.3, p_self_blend=0.3) for s in (7, 7, 8))
+    outs_a = [a(face, i % 2) for i in range(30)]
+    outs_b = [b(face, i % 2) for i in range(30)]
+    outs_c = [c(face, i % 2) for i in range(30)]
+    for (x, lx), (y, ly) in zip(outs_a, outs_b):
+        assert lx == ly and np.array_equal(x, y)
+    assert any(not np.array_equal(x, z) for (x, _), (z, _) in zip(outs_a, outs_c))
+    # an explicit generator overrides the stored stream, reproducibly
+    aug = TrainAugment(128, seed=0)
+    x1, _ = aug(face, 0, rng=np.random.default_rng(3))
+    x2, _ = aug(face, 0, rng=np.random.default_rng(3))
+    assert np.array_equal(x1, x2)
+
+
+@pytest.mark.parametrize("op", [colour_jitter, gaussian_blur, jpeg, moire, colour_distortion, self_blend])
+def test_each_op_changes_the_image(face, op):
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        out = op(face, rng)
+        assert out.shape == face.shape and out.dtype == np.uint8
+        assert _diff(out, face) > 0.5, op.__name__
+
+
+def test_colour_distortion_kinds_compress_the_range(face):
+    rng = np.random.default_rng(1)
+    for kind in ("print", "screen"):
+        out = colour_distortion(face, rng, kind=kind)
+        # lifted blacks (print: paper, screen: glare); the saturation matrix keeps luminance, so test that
+        assert (out.astype(np.float32) @ [0.299, 0.587, 0.114]).min() > (face.astype(np.float32) @ [0.299, 0.587, 0.114]).min() + 3
+    with pytest.raises(ValueError, match="print"):
+        colour_distortion(face, rng, kind="tv")
+    # print desaturates: mean chroma (max - min over channels) goes down
+    p = colour_distortion(face, np.random.default_rng(2), kind="print").astype(int)
+    f = face.astype(int)
+    assert (p.max(2) - p.min(2)).mean() < (f.max(2) - f.min(2)).mean()
+
+
+def test_moire_is_a_low_frequency_beat(face):
+    """The aliased grid must show up as stripes far coarser than the 1 px display pitch: most of the change's
+    energy lies below 0.25 cycles / pixel."""
+    grey = np.full((128, 128, 3), 128, np.uint8)
+    out = moire(grey, np.random.default_rng(4), strength=(0.3, 0.3)).astype(np.float32).mean(2)
+    spec = np.abs(np.fft.fftshift(np.fft.fft2(out - out.mean()))) ** 2
+    fy, fx = np.meshgrid(np.fft.fftshift(np.fft.fftfreq(128)), np.fft.fftshift(np.fft.fftfreq(128)), indexing="ij")
+    low = spec[np.hypot(fy, fx) < 0.25].sum() / spec.sum()
+    assert out.std() > 3 and low > 0.9
+
+
+def test_self_blend_changes_the_face_more_than_the_border(face):
+    out = self_blend(face, np.random.default_rng(0))
+    d = np.abs(out.astype(np.int16) - face.astype(np.int16)).mean(2)
+    assert d[50:110, 50:110].mean() > 4 * d[:10].mean() + 0.5  # the mask sits where the contract puts the face
+
+
+def test_spoof_clues_turn_live_into_attack(face):
+    for kw in (dict(p_self_blend=1.0, p_moire=0.0, p_colour_distortion=0.0),
+               dict(p_self_blend=0.0, p_moire=1.0, p_colour_distortion=0.0),
+               dict(p_self_blend=0.0, p_moire=0.0, p_colour_distortion=1.0)):
+        plain = TrainAugment(128, seed=5, p_moire=0, p_colour_distortion=0, p_self_blend=0)
+        clue = TrainAugment(128, seed=5, **kw)
+        for _ in range(5):
+            out, lab = clue(face, 0)
+            ref, ref_lab = plain(face, 0)
+            assert lab == 1 and ref_lab == 0
+            assert out.shape == (128, 128, 3) and _diff(out, ref) > 0.5, kw
+        # attacks stay attacks; clues are drawn only for live crops
+        assert all(clue(face, 1)[1] == 1 for _ in range(5))
+    # default probabilities: some live crops become attacks, never an attack becomes live
+    aug = TrainAugment(128, seed=0)
+    live = [aug(face, 0)[1] for _ in range(300)]
+    assert 0.15 < np.mean(live) < 0.45  # 0.1 + 0.1 + 0.1 expected
+    assert all(aug(face, 1)[1] == 1 for _ in range(50))
+
+
+def test_geometry_stays_inside_the_crop(face):
+    """Scale / shift jitter crops a window of the contract crop; with scale 1 there is no room, so no shift."""
+    aug = TrainAugment(160, p_flip=0, scale=(1, 1), shift=0.2, p_colour_jitter=0, p_blur=0, p_jpeg=0, p_moire=0,
+                       p_colour_distortion=0, p_self_blend=0, seed=0)
+    assert all(np.array_equal(aug(face, 0)[0], face) for _ in range(5))
+    flip = TrainAugment(160, p_flip=1, scale=(1, 1), shift=0, p_colour_jitter=0, p_blur=0, p_jpeg=0, p_moire=0,
+                        p_colour_distortion=0, p_self_blend=0, seed=0)
+    assert np.array_equal(flip(face, 0)[0], face[:, ::-1])
+    zoom = TrainAugment(128, p_flip=0, scale=(0.8, 0.8), shift=0.0, p_colour_jitter=0, p_blur=0, p_jpeg=0, p_moire=0,
+                        p_colour_distortion=0, p_self_blend=0, seed=0)
+    want = cv2.resize(face[16:144, 16:144], (128, 128), interpolation=cv2.INTER_LINEAR)  # centre 128 px window
+    assert np.array_equal(zoom(face, 0)[0], want)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="p_moire"):
+        TrainAugment(128, p_moire=1.5)
+    with pytest.raises(ValueError, match="at most one spoof clue"):
+        TrainAugment(128, p_moire=0.5, p_colour_distortion=0.4, p_self_blend=0.2)
+    with pytest.raises(ValueError, match="scale"):
+        TrainAugment(128, scale=(0.8, 1.2))
+    with pytest.raises(ValueError, match="label"):
+        TrainAugment(128, seed=0)(np.zeros((160, 160, 3), np.uint8), 2)
+
+
+def test_augment_batch(face):
+    imgs, labels = augment_batch([face] * 4, [0, 1, 0, 1], TrainAugment(64, seed=0, p_self_blend=1.0, p_moire=0,
+                                                                        p_colour_distortion=0))
+    assert imgs.shape == (4, 64, 64, 3) and imgs.dtype == np.uint8
+    assert labels.tolist() == [1, 1, 1, 1]
+
+
+def test_dataloader_workers_get_distinct_streams(face):
+    torch = pytest.importorskip("torch")
+
+    class DS(torch.utils.data.Dataset):
+        def __init__(self):
+            self.aug = TrainAugment(32, seed=0)
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return torch.from_numpy(self.aug(face, 0)[0])
+
+    dl = torch.utils.data.DataLoader(DS(), batch_size=1, num_workers=2, shuffle=False)
+    items = [b[0].numpy() for b in dl]  # worker 0 gets items 0, 2; worker 1 gets 1, 3
+    assert not np.array_equal(items[0], items[1])
