@@ -1,0 +1,67 @@
+"""GUI entry point: ``run_gui(config) -> exit code`` (called lazily by ``main.py`` without ``--headless``).
+
+Builds the QApplication, the main window or the kiosk window, turns SIGINT / SIGTERM into a normal close,
+and guarantees the process ends soon after the window closes: the worker is stopped cooperatively and
+waited for with a timeout; if it is stuck in native code (a model still loading, a blocked driver) the
+process exits anyway instead of hanging or letting Qt abort on a still-running QThread.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QApplication
+
+from ..config import AppConfig
+
+log = logging.getLogger(__name__)
+
+
+def _install_signal_handlers(window: Any) -> QTimer:
+    """SIGINT/SIGTERM close the window through the normal path; a timer lets Python run the handlers."""
+    def handler(signum: int, _frame: object) -> None:
+        log.info("signal %d: closing", signum)
+        QTimer.singleShot(0, window.request_exit)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    tick = QTimer()
+    tick.setInterval(200)
+    tick.timeout.connect(lambda: None)  # returns to the interpreter so pending signal handlers run
+    tick.start()
+    return tick
+
+
+def run_gui(config: AppConfig) -> int:
+    """Run the window (or the kiosk with ``config.kiosk``) until it is closed; returns the exit code."""
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("liveness")
+    app.setOrganizationName("liveness-app")
+    app.setApplicationDisplayName("Face liveness")
+    if config.kiosk:
+        from .kiosk import KioskWindow
+        QGuiApplication.setOverrideCursor(Qt.CursorShape.BlankCursor)
+        window: Any = KioskWindow(config)
+    else:
+        from .main_window import MainWindow
+        window = MainWindow(config)
+        window.show()
+    log.info("%s window open (platform %s)", "kiosk" if config.kiosk else "main",
+             QGuiApplication.platformName())
+    tick = _install_signal_handlers(window)
+    code = app.exec()
+    tick.stop()
+    if not getattr(window, "shutdown_ok", True):
+        # The worker thread did not finish in time; letting Python tear Qt down now would abort on a running
+        # QThread. Log, flush and leave at once: the OS releases the camera and the model.
+        log.warning("exiting with the pipeline worker still busy")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return int(code)
