@@ -94,25 +94,48 @@ class ModelConfig:
         return cfg
 
     def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad key and what a valid value looks like."""
         v, t, m = self.vision, self.text, self.moe
-        _check(v.image_size % v.patch_size == 0, "vision.image_size",
-               f"{v.image_size} must be a multiple of vision.patch_size ({v.patch_size})")
-        for key, val in (("vision.width", v.width), ("vision.layers", v.layers), ("vision.heads", v.heads),
+        # integers first (bool is an int subclass but never a valid size), so the checks below can divide
+        for key, val in (("vision.image_size", v.image_size), ("vision.patch_size", v.patch_size),
+                         ("vision.width", v.width), ("vision.layers", v.layers), ("vision.heads", v.heads),
                          ("text.width", t.width), ("text.layers", t.layers), ("text.heads", t.heads),
                          ("embed_dim", self.embed_dim), ("moe.num_experts", m.num_experts),
                          ("text.context_length", t.context_length), ("text.vocab_size", t.vocab_size)):
-            _check(isinstance(val, int) and val >= 1, key, f"{val!r} must be a positive integer")
+            _check(_is_int(val) and val >= 1, key, f"{val!r} must be a positive integer")
+        _check(v.image_size % v.patch_size == 0, "vision.image_size",
+               f"{v.image_size} must be a multiple of vision.patch_size ({v.patch_size})")
+        _check(_is_number(v.mlp_ratio) and v.mlp_ratio > 0 and int(v.width * v.mlp_ratio) >= 1,
+               "vision.mlp_ratio", f"{v.mlp_ratio!r} must be a number > 0")
         _check(v.width % v.heads == 0, "vision.heads", f"vision.width {v.width} must divide by {v.heads} heads")
         _check(t.width % t.heads == 0, "text.heads", f"text.width {t.width} must divide by {t.heads} heads")
+        _check(t.context_length >= 3, "text.context_length", f"{t.context_length} leaves no room for a prompt")
         _check(m.weighting in WEIGHTINGS, "moe.weighting", f"{m.weighting!r}; allowed: {', '.join(WEIGHTINGS)}")
-        bad = [i for i in m.layers if not (isinstance(i, int) and 0 <= i < v.layers)]
+        _check(isinstance(m.layers, tuple), "moe.layers", f"{m.layers!r} must be a list of block indices")
+        bad = [i for i in m.layers if not (_is_int(i) and 0 <= i < v.layers)]
         _check(not bad, "moe.layers", f"{bad} outside 0..{v.layers - 1} (the image blocks)")
         _check(len(set(m.layers)) == len(m.layers), "moe.layers", "contains duplicates")
-        _check(m.slots_per_expert is None or m.slots_per_expert >= 1, "moe.slots_per_expert", "must be >= 1 or null")
-        _check(m.expert_ratio is None or m.expert_ratio > 0, "moe.expert_ratio", "must be > 0 or null")
-        _check(len(self.prompts) == 2, "prompts", "must be two prompts: [live, attack]")
-        _check(len(self.mean) == 3 and len(self.std) == 3 and all(s > 0 for s in self.std),
-               "mean/std", "must be three numbers each, std > 0")
+        _check(m.slots_per_expert is None or (_is_int(m.slots_per_expert) and m.slots_per_expert >= 1),
+               "moe.slots_per_expert", f"{m.slots_per_expert!r} must be an integer >= 1 or null")
+        _check(m.expert_ratio is None or (_is_number(m.expert_ratio) and m.expert_ratio > 0
+                                          and int(v.width * m.expert_ratio) >= 1),
+               "moe.expert_ratio", f"{m.expert_ratio!r} must be a number > 0 or null")
+        _check(isinstance(m.la_query_proj, bool), "moe.la_query_proj", f"{m.la_query_proj!r} must be true/false")
+        _check(isinstance(self.prompts, tuple) and len(self.prompts) == 2
+               and all(isinstance(p, str) and p.strip() for p in self.prompts),
+               "prompts", f"{self.prompts!r} must be two non-empty strings: [live, attack]")
+        for key, vals in (("mean", self.mean), ("std", self.std)):
+            _check(isinstance(vals, tuple) and len(vals) == 3 and all(_is_number(x) for x in vals), key,
+                   f"{vals!r} must be three numbers (R, G, B)")
+        _check(all(s > 0 for s in self.std), "std", f"{self.std!r}: every value must be > 0")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _check(ok: bool, key: str, msg: str) -> None:
