@@ -70,7 +70,6 @@ def run_headless(config: AppConfig, summary_json: str | None = None) -> int:
         raise BadInput(f"cannot load model: {e}{hint}".replace("\n", " ")) from e
     if getattr(scorer, "notice", ""):
         log.warning("%s", scorer.notice)
-    log.info("scorer: %s, input %d px, threshold %.3f", scorer.backend_name, scorer.input_size, scorer.threshold)
     try:
         source = open_source(config.source_spec, loop=config.loop, folder_fps=config.folder_fps)
     except SourceError as e:

@@ -12,7 +12,7 @@ key                       default    meaning
 source                    None       camera index, video file, image folder or stream URL (None: camera 0)
 loop                      False      restart a video file / image folder at its end
 model                     None       ``.safetensors`` checkpoint (None: the bundled default model)
-backend                   "auto"     scorer backend: auto | tensorrt | cuda | cpu
+backend                   "auto"     scorer backend: auto | tensorrt | cuda | cpu (or openvino | onnxruntime | torch)
 max_faces                 4          faces scored per frame; beyond it the largest faces win
 output                    None       verdict JSONL path (headless)
 detector_model            assets/    mediapipe short-range face detector (``face_detection_short_range.tflite``)
@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
 DEFAULT_DETECTOR = ASSETS / "face_detection_short_range.tflite"
 DEMO_VIDEO = ASSETS / "demo.mp4"
-BACKENDS = ("auto", "tensorrt", "cuda", "cpu")
+BACKENDS = ("auto", "tensorrt", "cuda", "cpu", "openvino", "onnxruntime", "torch")  # last 3: a CPU engine by name
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _TABLES = ("smoothing", "quality", "tracking", "detector", "capture", "audit", "ui")
 

@@ -4,6 +4,10 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# backends cache exported models (models/runtime.py): never touch the user's cache folder from tests
+import atexit, shutil, tempfile  # noqa: E401,E402
+os.environ["LIVENESS_CACHE_DIR"] = tempfile.mkdtemp(prefix="liveness-test-cache-")
+atexit.register(shutil.rmtree, os.environ["LIVENESS_CACHE_DIR"], True)
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 MANIFEST = SHARED / "data" / "faces" / "manifest.csv"
@@ -14,3 +18,31 @@ def shared_manifest() -> Path:
     if not MANIFEST.is_file():
         pytest.skip("../shared/data is not present")
     return MANIFEST
+
+
+# --- real-time pipeline fixtures (shared: the project root on sys.path, a tiny checkpoint, a face clip) ---
+import sys  # noqa: E402
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # `import liveness_app, models` whichever way pytest is started
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised "test-tiny" La-SoftMoE CLIP checkpoint (32 px input), written once per session."""
+    import models
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    return models.save_checkpoint(path, models.create_model("test-tiny"))
+
+
+@pytest.fixture(scope="session")
+def face_clip(tmp_path_factory: pytest.TempPathFactory):
+    """A 24-frame 480x360 mp4v clip of a real portrait moving and growing; returns (path, placements)."""
+    from media import make_face_video
+
+    path = tmp_path_factory.mktemp("media") / "face.mp4"
+    placements = make_face_video(path, frames=24, fps=12.0)
+    return path, placements

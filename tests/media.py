@@ -55,12 +55,13 @@ class Placement:
 def make_face_video(path: str | Path, *, frames: int = 30, size: tuple[int, int] = (480, 360), fps: float = 15.0,
                     faces: Sequence[str] = ("grace_hopper",), face_side: tuple[float, float] = (150, 190),
                     path_xy: Sequence[tuple[tuple[float, float], tuple[float, float]]] | None = None,
-                    seed: int = 0) -> list[list[Placement]]:
+                    scales: Sequence[float] | None = None, seed: int = 0) -> list[list[Placement]]:
     """Write an mp4v clip of ``faces`` moving linearly and scaling over a background; return placements.
 
     ``size`` is (width, height). Each face moves from its start to its end centre (``path_xy`` as fractions of
     the frame; default: left-to-right for one face, side by side for several) while its side grows linearly
-    from ``face_side[0]`` to ``face_side[1]`` pixels. Returns, per frame, one Placement per face.
+    from ``face_side[0]`` to ``face_side[1]`` pixels (times ``scales[k]`` for face k). Returns, per frame,
+    one Placement per face.
     """
     path = Path(path)
     w, h = size
@@ -69,6 +70,9 @@ def make_face_video(path: str | Path, *, frames: int = 30, size: tuple[int, int]
         path_xy = [((0.25 + 0.5 * i / max(n, 1), 0.45), (0.35 + 0.5 * i / max(n, 1), 0.55)) if n > 1
                    else ((0.35, 0.45), (0.65, 0.55)) for i in range(n)]
     portraits = [face_image(f) for f in faces]
+    scales = list(scales) if scales is not None else [1.0] * len(faces)
+    if len(scales) != len(faces) or len(path_xy) != len(faces):
+        raise ValueError("give one scale and one path per face")
     bg = background(w, h, seed)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
     if not writer.isOpened():
@@ -79,8 +83,8 @@ def make_face_video(path: str | Path, *, frames: int = 30, size: tuple[int, int]
             a = i / max(frames - 1, 1)
             frame = bg.copy()
             placed = []
-            for img, ((sx, sy), (ex, ey)) in zip(portraits, path_xy):
-                side = int(round(face_side[0] + a * (face_side[1] - face_side[0])))
+            for img, ((sx, sy), (ex, ey)), k in zip(portraits, path_xy, scales):
+                side = int(round(k * (face_side[0] + a * (face_side[1] - face_side[0]))))
                 cx, cy = (sx + a * (ex - sx)) * w, (sy + a * (ey - sy)) * h
                 x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
                 patch = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
