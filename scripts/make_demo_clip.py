@@ -272,7 +272,7 @@ def make_room(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return room.astype(np.float32)
 
 
-def camera(frame: np.ndarray, t: float, rng: np.random.Generator, gain: float = 1.0,
+def camera(frame: np.ndarray, rng: np.random.Generator, gain: float = 1.0,
            noise_scale: np.ndarray | float = 1.0, blur: float = 0.7) -> np.ndarray:
     """Webcam capture model on a float BGR frame in [0, 1]: lens blur, vignette, exposure, shot/read noise.
 
@@ -314,10 +314,9 @@ class DemoRenderer:
         grace, astro = load_portraits()
         self.grace = grace.astype(np.float32) / 255.0
         self.astro = astro.astype(np.float32) / 255.0
-        self.person, self.matte = widen_person(self.grace, person_matte(grace))
+        _, self.matte = widen_person(self.grace, person_matte(grace))  # matte of the widened portrait
         rng = np.random.default_rng([seed, 0])
-        # Background drawn 10 % larger so that slow camera shake never shows its edge.
-        self.room = make_room(size, rng)
+        self.room = make_room(size, rng)  # static: the webcam is on a desk, only the subject moves
         self.motion = {name: {p: Wobble(rng, a, f) for p, (a, f) in params.items()} for name, params in {
             "live": {"x": (14, 0.35), "y": (8, 0.4), "s": (0.05, 0.2), "yaw": (0.22, 0.3), "pitch": (0.10, 0.35),
                      "roll": (0.06, 0.3), "light": (0.35, 0.15), "gain": (0.06, 0.1)},
@@ -354,7 +353,7 @@ class DemoRenderer:
         """A frame of the bona fide segment: the portrait as a person moving in front of the webcam."""
         m = self.motion["live"]
         scene, _ = self._person_frame(self.grace, t, m)
-        return camera(scene, t, rng, gain=1.0 + m["gain"](t))
+        return camera(scene, rng, gain=1.0 + m["gain"](t))
 
     # ---- print attack
     def _make_sheet(self) -> np.ndarray:
@@ -415,7 +414,7 @@ class DemoRenderer:
         fg = warp(np.clip(rgb, 0, 1.2), hom, self.size)
         alpha = warp(bent[..., 3], hom, self.size)
         scene = over(self.room, fg, alpha)
-        return camera(scene, t, rng, gain=1.0 + m["gain"](t))
+        return camera(scene, rng, gain=1.0 + m["gain"](t))
 
     # ---- screen replay attack
     def _make_screen(self) -> tuple[np.ndarray, tuple[float, float]]:
@@ -443,9 +442,7 @@ class DemoRenderer:
         bezel = 54
         th, tw = texture.shape[0] + 2 * bezel, texture.shape[1] + 2 * bezel
         dev = np.zeros((th, tw, 4), np.float32)
-        dev[..., :3] = (0.05, 0.05, 0.06)
-        dev[..., 3] = 0.0
-        cv2.rectangle(dev, (0, 0), (tw - 1, th - 1), (0.07, 0.07, 0.08, 1.0), -1, cv2.LINE_AA)
+        dev[..., :3] = (0.07, 0.07, 0.08)  # black glass bezel
         # Rounded corners: cut the four corners out of the alpha.
         r = 40
         corner = np.zeros((th, tw), np.uint8)
@@ -453,7 +450,6 @@ class DemoRenderer:
         cv2.rectangle(corner, (0, r), (tw, th - r), 1, -1)
         for cx, cy in ((r, r), (tw - r, r), (r, th - r), (tw - r, th - r)):
             cv2.circle(corner, (cx, cy), r, 1, -1, cv2.LINE_AA)
-        dev[..., 3] = corner.astype(np.float32)
         cv2.rectangle(dev, (3, 3), (tw - 4, th - 4), (0.25, 0.25, 0.27, 1.0), 2, cv2.LINE_AA)  # metal rim
         dev[..., 3] = corner.astype(np.float32)
         cv2.circle(dev, (tw // 2, bezel // 2), 5, (0.12, 0.1, 0.1, 1.0), -1)  # front camera
@@ -484,7 +480,7 @@ class DemoRenderer:
         fg = warp(rgb, hom, self.size, cv2.INTER_LINEAR)
         alpha = warp(dev[..., 3], hom, self.size)
         scene = over(self.room, fg, alpha)
-        return camera(scene, t, rng, gain=1.0 + m["gain"](t), blur=0.5)
+        return camera(scene, rng, gain=1.0 + m["gain"](t), blur=0.5)
 
     # ---- digital attack (face swap)
     def _prepare_swap_source(self) -> np.ndarray:
@@ -519,7 +515,7 @@ class DemoRenderer:
         clean = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 3)
         clean = cv2.copyMakeBorder(clean[:, CROP_LEFT:], 0, 0, PAD, PAD, cv2.BORDER_CONSTANT, value=0)
         noise_scale = 1.0 - 0.85 * warp(clean, hom, self.size)
-        return camera(scene, t, rng, gain=1.0 + m["gain"](t), noise_scale=noise_scale)
+        return camera(scene, rng, gain=1.0 + m["gain"](t), noise_scale=noise_scale)
 
 
 # --------------------------------------------------------------------------------------------------- main
