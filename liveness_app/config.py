@@ -26,7 +26,8 @@ min_evidence_frames       3          quality-passing observations a track needs 
 min_evidence_s            0.2        seconds between a track's first and latest counted observation, ditto
 min_face_px               40         quality gate: faces whose smaller box side is below this do not count
 min_sharpness             15.0       quality gate: variance of the Laplacian of the grey crop (at 128 px)
-max_cutoff                0.25       quality gate: largest fraction of the face box that may lie outside the frame
+max_cutoff                0.2        quality gate: largest fraction of the 1.5x crop square that may lie outside
+                                     the frame (a face at the edge or too close to the camera)
 reopen_backoff_s          0.5        first wait before reopening a lost camera / stream (doubles each failure)
 reopen_backoff_max_s      8.0        longest wait between reopen attempts
 no_signal_after_s         1.0        a live source without a frame for this long reports "no signal"
@@ -86,7 +87,7 @@ class AppConfig:
     min_evidence_s: float = 0.2
     min_face_px: float = 40.0
     min_sharpness: float = 15.0
-    max_cutoff: float = 0.25
+    max_cutoff: float = 0.2
     reopen_backoff_s: float = 0.5
     reopen_backoff_max_s: float = 8.0
     no_signal_after_s: float = 1.0

@@ -44,13 +44,21 @@ def crop_face(frame: np.ndarray, box: FaceBox, size: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(patch, (size, size), interpolation=interp))
 
 
-def cutoff_fraction(box: FaceBox, frame_w: int, frame_h: int) -> float:
-    """Fraction of the face box area that lies outside the frame (0 = fully visible)."""
-    if box.area <= 0:
+def cutoff_fraction(box: FaceBox, frame_w: int, frame_h: int, scale: float = CROP_SCALE) -> float:
+    """Fraction of the ideal crop square (side ``scale`` x max(w, h) on the box centre) outside the frame.
+
+    0 when the contract's square fits as is. The detector clips its boxes at the frame edge, so the box alone
+    hides a face half out of view; the square shows how much of the framing the model was trained on is missing
+    (a face at the edge, or one too close to the camera).
+    """
+    side = scale * max(box.w, box.h)
+    if side <= 0:
         return 1.0
-    ix = max(0.0, min(box.x + box.w, frame_w) - max(box.x, 0.0))
-    iy = max(0.0, min(box.y + box.h, frame_h) - max(box.y, 0.0))
-    return 1.0 - (ix * iy) / box.area
+    cx, cy = box.x + box.w / 2.0, box.y + box.h / 2.0
+    x0, y0 = cx - side / 2.0, cy - side / 2.0
+    ix = max(0.0, min(x0 + side, frame_w) - max(x0, 0.0))
+    iy = max(0.0, min(y0 + side, frame_h) - max(y0, 0.0))
+    return 1.0 - (ix * iy) / (side * side)
 
 
 def sharpness(crop: np.ndarray) -> float:

@@ -51,19 +51,22 @@ def test_crop_face_cuts_that_square_and_resizes_to_the_requested_size():
         crop_face(frame, box, 0)
 
 
-def test_cutoff_fraction():
-    assert cutoff_fraction(FaceBox(10, 10, 50, 50), 100, 100) == 0.0
-    assert cutoff_fraction(FaceBox(-25, 0, 50, 40), 100, 100) == pytest.approx(0.5)
-    assert cutoff_fraction(FaceBox(90, 90, 20, 20), 100, 100) == pytest.approx(0.75)
+def test_cutoff_fraction_of_the_crop_square():
+    assert cutoff_fraction(FaceBox(30, 30, 40, 40), 100, 100) == 0.0  # square 60 on (50, 50) fits
+    assert cutoff_fraction(FaceBox(-20, 30, 40, 40), 100, 100) == pytest.approx(0.5)  # centre on the edge
+    assert cutoff_fraction(FaceBox(80, 80, 40, 40), 100, 100) == pytest.approx(0.75)  # centre in the corner
+    assert cutoff_fraction(FaceBox(0, 0, 40, 40), 100, 100) == pytest.approx(1 - 50 * 50 / 60 ** 2)
+    assert cutoff_fraction(FaceBox(30, 30, 40, 40), 100, 100, scale=1.0) == 0.0
 
 
 def test_quality_gate_rejects_small_blurred_and_cut_off_faces():
     face = cv2.cvtColor(cv2.resize(face_image(), (160, 160), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
     blurred = cv2.GaussianBlur(face, (0, 0), 4)
     assert sharpness(face) > 4 * sharpness(blurred)
-    kw = dict(min_face_px=40, min_sharpness=15.0, max_cutoff=0.25)
+    kw = dict(min_face_px=40, min_sharpness=15.0, max_cutoff=0.2)
     good = assess_quality(FaceBox(100, 100, 120, 120), face, 640, 480, **kw)
     assert good.ok, good
     assert assess_quality(FaceBox(100, 100, 120, 120), blurred, 640, 480, **kw).reasons == ("blurred",)
     assert assess_quality(FaceBox(100, 100, 30, 30), face, 640, 480, **kw).reasons == ("small",)
     assert assess_quality(FaceBox(-60, 100, 120, 120), face, 640, 480, **kw).reasons == ("cut off",)
+    assert assess_quality(FaceBox(20, 100, 120, 120), face, 640, 480, **kw).reasons == ()  # 1/9 of the square

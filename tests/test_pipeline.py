@@ -179,3 +179,17 @@ def test_audit_log_saves_crops_only_when_enabled_and_keeps_the_limit(face_clip, 
     events = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
     assert len(events) > 2 and all("crop" in e for e in events)
     assert len(list((tmp_path / "crops").glob("*.png"))) == 2
+
+
+def test_quality_gate_on_a_face_leaving_the_frame(tmp_path):
+    path = tmp_path / "edge.mp4"
+    make_face_video(path, frames=20, face_side=(200, 200), path_xy=(((0.5, 0.5), (1.1, 0.5)),))
+    cfg = AppConfig(ema_tau_s=0.0, min_evidence_frames=1, min_evidence_s=0.0)
+    with Pipeline(cfg, Scripted([0.2] * 14 + [0.95] * 6)) as pipe:
+        results = [r for r in run_clip(pipe, path) if r.tracks]
+        ok = [r.tracks[0].quality_ok for r in results]
+        assert ok[:10] == [True] * 10 and not ok[-1]  # fully visible at first, cut off at the edge
+        evidence = pipe.smoothers[1].evidence
+    assert evidence == sum(ok)
+    # attack-looking scores on cut-off frames were not evidence: the verdict stayed live
+    assert all(r.tracks[0].verdict == "live" for r in results[1:] if not r.tracks[0].quality_ok)
