@@ -94,6 +94,7 @@ def save_checkpoint(path: str | Path, model: LaSoftMoECLIP, *, threshold: float 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    tmp.chmod(0o644)
     tmp.replace(path)  # never leave a half-written checkpoint under the real name
     return path
 

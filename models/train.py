@@ -1,0 +1,361 @@
+"""Train La-SoftMoE CLIP (any config) on labelled face crops.
+
+    python -m models.train --config ViT-Ti-16-128 --out runs/ti128 --epochs 12
+    python -m models.train --config ViT-B-16 --clip ViT-B-16.pt --lr 1e-6 --lr-new 1e-4 --out runs/b16
+    torchrun --nproc_per_node 4 -m models.train --config ViT-B-16 --clip ViT-B-16.pt --out runs/b16   # DDP
+    python -m models.train --resume runs/ti128          # continue where the run stopped
+
+Each epoch writes ``OUT/last.safetensors`` (+ ``OUT/train_state.pt``: optimiser, schedule, RNG, counters; tensors
+only, loaded with ``weights_only=True``), validates, and keeps ``OUT/best.safetensors`` with the validation EER
+threshold stored in it. ``OUT/train.log`` and ``OUT/history.jsonl`` record the run.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import data as fdata
+from .augment import EvalTransform, TrainAugment
+from .checkpoint import load_checkpoint, save_checkpoint
+from .clip import LaSoftMoECLIP, create_model
+from .config import get_config
+from .pretrained import load_pretrained_clip
+
+log = logging.getLogger("models.train")
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MANIFEST = ROOT.parent / "shared" / "data" / "faces" / "manifest.csv"
+DATA_TERMS = ("Research and non-commercial data (NUAA, Idiap Replay-Attack, UTKFace, Yonsei, LFW swaps, GAN "
+              "portraits, webcam captures): weights are for evaluation and demonstration, not production decisions.")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="ViT-Ti-16-128", help="config name (models/model_configs) or JSON file")
+    p.add_argument("--clip", type=Path, help="initialise from official CLIP weights (OpenAI / open_clip / HF)")
+    p.add_argument("--init", type=Path, help="initialise from one of our checkpoints (fine-tuning)")
+    p.add_argument("--resume", type=Path, help="resume the run in this output folder")
+    p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
+    p.add_argument("--split", default="group", help="'group' (group-held-out) or 'loso:SOURCE' (leave one source out)")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--out", type=Path, default=Path("runs/train"))
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--steps-per-epoch", type=int, default=0, help="0: one pass over the training split")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=None, help="pretrained / base parameters (default 5e-4 from "
+                   "scratch, 1e-6 from CLIP as in the paper)")
+    p.add_argument("--lr-new", type=float, default=None, help="new parameters: MoE branches (default 1e-3 from "
+                   "scratch, 1e-4 from CLIP)")
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup", type=float, default=0.05, help="warm-up as a fraction of all steps")
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--balance-alpha", type=float, default=0.5, help="source/class balancing strength (0..1)")
+    p.add_argument("--p-moire", type=float, default=0.15)
+    p.add_argument("--p-colour", type=float, default=0.15)
+    p.add_argument("--p-self-blend", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (default on CUDA; on CPUs with bf16)")
+    p.add_argument("--limit", type=int, default=0, help="use only N manifest rows (smoke tests)")
+    p.add_argument("--cache", type=Path, default=ROOT / "cache", help="decoded-image cache folder")
+    p.add_argument("--fp16-weights", action="store_true", help="store checkpoints in float16 (half the size)")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+# --- data ------------------------------------------------------------------------------------------------
+def load_images(samples: list[fdata.Sample], size: int, cache: Path | None) -> np.ndarray:
+    """Decode every crop once to an N x size x size x 3 uint8 RGB array (cached on disk by content list)."""
+    import cv2
+
+    key = hashlib.sha256(("\n".join(str(s.path) for s in samples) + f"|{size}").encode()).hexdigest()[:16]
+    path = cache / f"crops_{size}_{key}.npy" if cache else None
+    if path is not None and path.is_file():
+        arr = np.load(path, mmap_mode="r")
+        if arr.shape[0] == len(samples):
+            return np.ascontiguousarray(arr)
+
+    def read(s: fdata.Sample) -> np.ndarray:
+        img = cv2.imread(str(s.path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"unreadable image: {s.path}")
+        if img.shape[:2] != (size, size):
+            img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+    with ThreadPoolExecutor(4) as ex:
+        arr = np.stack(list(ex.map(read, samples)))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path.with_suffix(".tmp.npy"), arr)
+        path.with_suffix(".tmp.npy").replace(path)
+    return arr
+
+
+class CropDataset(torch.utils.data.Dataset):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform, mean, std):
+        self.images, self.labels, self.transform = images, labels, transform
+        self.mean = np.asarray(mean, np.float32) * 255.0
+        self.std = np.asarray(std, np.float32) * 255.0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        img, label = self.transform(self.images[i], int(self.labels[i]))
+        x = (img.astype(np.float32) - self.mean) / self.std  # H W 3
+        return torch.from_numpy(x.transpose(2, 0, 1).copy()), label
+
+
+class _EvalWrap:
+    def __init__(self, size: int):
+        self.t = EvalTransform(size)
+
+    def __call__(self, img, label):
+        return self.t(img), label
+
+
+# --- schedule --------------------------------------------------------------------------------------------
+def lr_lambda(total: int, warmup: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return f
+
+
+def make_optimizer(model: LaSoftMoECLIP, lr: float, lr_new: float, wd: float) -> torch.optim.Optimizer:
+    base, new = model.param_groups()
+    groups = []
+    for params, rate in ((base, lr), (new, lr_new)):
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        groups += [{"params": decay, "lr": rate, "weight_decay": wd},
+                   {"params": no_decay, "lr": rate, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], betas=(0.9, 0.98), eps=1e-6)
+
+
+# --- validation ------------------------------------------------------------------------------------------
+@torch.no_grad()
+def predict(model: LaSoftMoECLIP, loader, autocast) -> np.ndarray:
+    model.eval()
+    out = []
+    for x, _ in loader:
+        with autocast():
+            out.append(model.predict_proba(x.to(model.logit_scale.device)).float().cpu())
+    model.train()
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+def validate(model, loader, val: list[fdata.Sample], autocast) -> dict:
+    from .metrics import eer, report
+
+    scores = predict(model, loader, autocast)
+    labels = np.array([s.label for s in val])
+    if len(set(labels)) == 2:
+        _, thr = eer(labels, scores)
+    else:
+        thr = 0.5
+    rep = report(labels, scores, thr, sources=[s.source for s in val], attack_types=[s.attack_type for s in val])
+    return {"threshold": float(thr), "report": rep, "scores": scores}
+
+
+def selection_value(rep: dict) -> float:
+    """Lower is better: mean over sources of the per-source error (ACER, or the one defined rate)."""
+    errs = []
+    for m in rep["per_source"].values():
+        vals = [m.get(k) for k in ("apcer", "bpcer") if m.get(k) is not None]
+        if vals:
+            errs.append(sum(vals) / len(vals))
+    return float(np.mean(errs)) if errs else float("inf")
+
+
+# --- main ------------------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    resume_args = None
+    if args.resume:
+        state_json = args.resume / "args.json"
+        if not state_json.is_file():
+            print(f"error: nothing to resume in {args.resume} (no args.json)", file=sys.stderr)
+            return 2
+        resume_args = json.loads(state_json.read_text())
+        out = args.resume
+        args = parse_args(resume_args["argv"])
+        args.out = out
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = torch.device("cpu")
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if world > 1:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    args.out.mkdir(parents=True, exist_ok=True)
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if rank == 0:
+        handlers.append(logging.FileHandler(args.out / "train.log"))
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers,
+                        force=True)
+    if rank == 0 and not args.resume:
+        (args.out / "args.json").write_text(json.dumps({"argv": argv if argv is not None else sys.argv[1:]}))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    random.seed(args.seed + rank)
+    np.random.seed(args.seed + rank)
+    torch.manual_seed(args.seed)
+
+    # model
+    cfg_src = args.config
+    if cfg_src.endswith(".json"):
+        from .config import ModelConfig
+        cfg_obj = json.loads(Path(cfg_src).read_text())
+        cfg_obj.pop("description", None)
+        cfg = ModelConfig.from_dict(cfg_obj)
+    else:
+        cfg = get_config(cfg_src)
+    model = create_model(cfg)
+    from_clip = args.clip is not None
+    if from_clip:
+        rep = load_pretrained_clip(model, args.clip)
+        log.info("CLIP weights %s (%s): %d tensors, %d MoE tensors new", args.clip, rep.source_format, rep.loaded,
+                 rep.missing_moe)
+    if args.init:
+        model.load_state_dict(load_checkpoint(args.init).model.state_dict())
+    lr = args.lr if args.lr is not None else (1e-6 if from_clip else 5e-4)
+    lr_new = args.lr_new if args.lr_new is not None else (1e-4 if from_clip else 1e-3)
+    model.to(device).train()
+
+    # data
+    samples = fdata.read_manifest(args.manifest)
+    if args.limit:
+        samples = random.Random(args.seed).sample(samples, min(args.limit, len(samples)))
+    if args.split == "group":
+        train, val = fdata.group_split(samples, args.val_fraction, args.seed)
+    elif args.split.startswith("loso:"):
+        train, val = fdata.leave_one_source_out(samples, args.split[5:])
+    else:
+        raise SystemExit(f"error: --split must be 'group' or 'loso:SOURCE', got {args.split!r}")
+    log.info("train %d: %s", len(train), fdata.summarize(train))
+    log.info("val %d: %s", len(val), fdata.summarize(val))
+    store = 160
+    tr_img = load_images(train, store, args.cache)
+    va_img = load_images(val, store, args.cache)
+    size = cfg.vision.image_size
+    aug = TrainAugment(size, p_moire=args.p_moire, p_colour_distortion=args.p_colour,
+                       p_self_blend=args.p_self_blend, seed=args.seed + 1000 * rank)
+    tr_ds = CropDataset(tr_img, np.array([s.label for s in train]), aug, cfg.mean, cfg.std)
+    va_ds = CropDataset(va_img, np.array([s.label for s in val]), _EvalWrap(size), cfg.mean, cfg.std)
+    steps_per_epoch = args.steps_per_epoch or max(1, len(train) // (args.batch_size * world))
+    gen = torch.Generator().manual_seed(args.seed * 100 + rank)
+    sampler = torch.utils.data.WeightedRandomSampler(
+        torch.as_tensor(fdata.balanced_weights(train, args.balance_alpha)), steps_per_epoch * args.batch_size,
+        replacement=True, generator=gen)
+    workers = 1 if device.type == "cpu" else 4
+    tr_loader = torch.utils.data.DataLoader(tr_ds, args.batch_size, sampler=sampler, num_workers=workers,
+                                            drop_last=True, persistent_workers=True)
+    va_loader = torch.utils.data.DataLoader(va_ds, 128, shuffle=False, num_workers=0)
+
+    opt = make_optimizer(model, lr, lr_new, args.weight_decay)
+    total = steps_per_epoch * args.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, int(args.warmup * total)))
+    start_epoch, best = 0, float("inf")
+    if args.resume and (args.out / "train_state.pt").is_file():
+        st = torch.load(args.out / "train_state.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(load_checkpoint(args.out / "last.safetensors").model.state_dict())
+        model.to(device).train()
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        start_epoch, best = int(st["epoch"]), float(st["best"])
+        gen.set_state(st["sampler_rng"])
+        torch.set_rng_state(st["torch_rng"])
+        log.info("resumed %s at epoch %d (best %.4f)", args.out, start_epoch, best)
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
+                                                              else None)
+    use_bf16 = args.bf16 or device.type == "cuda"
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    data_card = {"data": str(args.manifest.name), "sources": sorted({s.source for s in samples}),
+                 "train": fdata.summarize(train), "val": fdata.summarize(val), "split": args.split,
+                 "terms": DATA_TERMS}
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        tqdm = None
+    for epoch in range(start_epoch, args.epochs):
+        t0 = time.time()
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=rank != 0 or tqdm is None,
+                   mininterval=5, file=sys.stderr)
+        run_loss = None
+        for x, y in tr_loader:
+            x, y = x.to(device, non_blocking=True), y.to(device)
+            with autocast():
+                logits = ddp_model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            run_loss = loss.item() if run_loss is None else 0.98 * run_loss + 0.02 * loss.item()
+            bar.set_postfix(loss=f"{run_loss:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+            bar.update()
+        bar.close()
+        if rank == 0:
+            res = validate(model, va_loader, val, autocast)
+            rep = res["report"]
+            sel = selection_value(rep)
+            pooled = rep["pooled"]
+            log.info("epoch %d: loss %.4f, val AUC %.4f, EER %.4f, ACER@EER-thr %.4f, mean source error %.4f, "
+                     "%.0f s", epoch + 1, run_loss, pooled.get("auc") or float("nan"), pooled.get("eer") or
+                     float("nan"), pooled.get("acer") or float("nan"), sel, time.time() - t0)
+            for src, m in sorted(rep["per_source"].items()):
+                log.info("   %-26s APCER %s BPCER %s", src, _fmt(m.get("apcer")), _fmt(m.get("bpcer")))
+            card = dict(data_card, epoch=epoch + 1, val_metrics={"pooled": pooled, "per_source": rep["per_source"],
+                                                                  "per_attack_type": rep["per_attack_type"]})
+            dtype = torch.float16 if args.fp16_weights else None
+            save_checkpoint(args.out / "last.safetensors", model, threshold=res["threshold"], data_card=card,
+                            dtype=dtype)
+            if sel < best:
+                best = sel
+                save_checkpoint(args.out / "best.safetensors", model, threshold=res["threshold"], data_card=card,
+                                dtype=dtype)
+                log.info("   new best (mean source error %.4f)", sel)
+            torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
+                        "best": best, "sampler_rng": gen.get_state(), "torch_rng": torch.get_rng_state()},
+                       args.out / "train_state.tmp")
+            (args.out / "train_state.tmp").replace(args.out / "train_state.pt")
+            with open(args.out / "history.jsonl", "a") as f:
+                f.write(json.dumps({"epoch": epoch + 1, "loss": run_loss, "threshold": res["threshold"],
+                                    "selection": sel, "pooled": pooled, "per_source": rep["per_source"],
+                                    "per_attack_type": rep["per_attack_type"]}, default=float) + "\n")
+        if world > 1:
+            torch.distributed.barrier()
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+def _fmt(v) -> str:
+    return "  -   " if v is None else f"{v:.4f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
