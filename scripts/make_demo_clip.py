@@ -29,6 +29,7 @@ Generators seeded from ``--seed``, and OpenCV's RNG for GrabCut is seeded too).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -166,6 +167,16 @@ def widen_person(img: np.ndarray, matte: np.ndarray | None = None) -> tuple[np.n
         top = float(rows[0]) + 0.6 * dd + 0.002 * dd ** 2  # shoulder falls away, steeper further out
         out[:, side] = np.clip((yy - top) / 3.0, 0, 1)
     return wide, cv2.GaussianBlur(out, (0, 0), 1.0)
+
+
+@functools.lru_cache(maxsize=1)
+def prepared_sources() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(grace, astronaut, grace matte) as read-only arrays, computed once per process (GrabCut takes ~2 s)."""
+    grace, astro = load_portraits()
+    matte = person_matte(grace)
+    for a in (grace, astro, matte):
+        a.setflags(write=False)
+    return grace, astro, matte
 
 
 # -------------------------------------------------------------------------------------------- geometry
@@ -311,10 +322,10 @@ class DemoRenderer:
         self.size = size
         self.seed = seed
         self.k = size[1] / 480.0  # geometry below is designed at 640 x 480 and scaled with the height
-        grace, astro = load_portraits()
+        grace, astro, matte = prepared_sources()
         self.grace = grace.astype(np.float32) / 255.0
         self.astro = astro.astype(np.float32) / 255.0
-        _, self.matte = widen_person(self.grace, person_matte(grace))  # matte of the widened portrait
+        _, self.matte = widen_person(self.grace, matte)  # matte of the widened portrait
         rng = np.random.default_rng([seed, 0])
         self.room = make_room(size, rng)  # static: the webcam is on a desk, only the subject moves
         self.motion = {name: {p: Wobble(rng, a, f) for p, (a, f) in params.items()} for name, params in {
