@@ -136,10 +136,14 @@ class LaSoftMoECLIP(nn.Module):
                 nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
 
     @torch.no_grad()
-    def upcycle_experts(self) -> None:
-        """Copy each MoE block's MLP into its experts (where shapes match) and zero the branch gates."""
-        for block in self.visual.transformer.resblocks:
-            if block.moe is not None:
+    def upcycle_experts(self, blocks: "set[int] | None" = None) -> None:
+        """Copy each MoE block's MLP into its experts (where shapes match) and zero the branch gates.
+
+        ``blocks`` limits this to those image-block indices (default: every MoE block), so weights loaded
+        for some branches are kept while the others start fresh.
+        """
+        for i, block in enumerate(self.visual.transformer.resblocks):
+            if block.moe is not None and (blocks is None or i in blocks):
                 if block.moe.experts.c_fc_weight.shape[1:] == block.mlp.c_fc.weight.shape:
                     block.moe.experts.upcycle_from(block.mlp.c_fc, block.mlp.c_proj)
                 block.moe.gate.zero_()

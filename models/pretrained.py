@@ -2,9 +2,9 @@
 Hugging Face ``CLIPModel`` (a ``save_pretrained`` folder or its weights file).
 
 Strict (style.md item 7): after the rename rules, every key of the file must exist in the model with the same
-shape, and the only model keys allowed to stay missing are the new MoE parameters. Afterwards the MoE
-experts are upcycled from the freshly loaded MLPs and the branches start at zero, so the model computes
-exactly what the loaded CLIP computes.
+shape, and the only model keys allowed to stay missing are the new MoE parameters (a whole branch at a time).
+Afterwards the experts of every branch the file did not carry are upcycled from the freshly loaded MLPs and
+those branches start at zero, so the model computes exactly what the loaded CLIP computes.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 # keys some exporters carry that are not weights
 _IGNORED = re.compile(r"^(input_resolution|context_length|vocab_size|attn_mask|"
                       r"(text_model|vision_model)\.embeddings\.position_ids)$")
-_MOE_KEY = re.compile(r"^visual\.transformer\.resblocks\.\d+\.moe\.")
+_MOE_KEY = re.compile(r"^visual\.transformer\.resblocks\.(\d+)\.moe\.")
 
 # Hugging Face CLIPModel -> OpenAI names (q/k/v and the projections are handled in code)
 _HF_RULES = [
@@ -121,6 +121,36 @@ def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     return obj, "state-dict"
 
 
+def _check_hf_config(model: LaSoftMoECLIP, path: Path) -> None:
+    """Compare a Hugging Face ``config.json`` (in the folder, or beside the weights file) with our config.
+
+    Shapes are checked key by key later; what shapes cannot show is checked here: the activation, the number
+    of attention heads and the LayerNorm epsilon. Without a config.json nothing is checked (a warning).
+    """
+    cfg_path = (path if path.is_dir() else path.parent) / "config.json"
+    if not cfg_path.is_file():
+        log.warning("%s: no config.json beside the weights; activation and head counts are not checked", path)
+        return
+    try:
+        hf = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_path}: not valid JSON ({e})") from e
+    ours = model.config
+    # CLIP's defaults (transformers' CLIPVisionConfig / CLIPTextConfig) for keys a diff-saved config omits
+    for tower, heads, default_heads in (("vision_config", ours.vision.heads, 12), ("text_config", ours.text.heads, 8)):
+        sub = hf.get(tower) or {}
+        act = sub.get("hidden_act", "quick_gelu")
+        if act != "quick_gelu":
+            raise ValueError(f"{cfg_path}: {tower}.hidden_act {act!r} is not supported (CLIP uses quick_gelu)")
+        n = sub.get("num_attention_heads", default_heads)
+        if n != heads:
+            raise ValueError(f"{cfg_path}: {tower}.num_attention_heads {n} != {heads} heads of model "
+                             f"{ours.name!r}; pick the model config with the file's geometry")
+        eps = sub.get("layer_norm_eps", 1e-5)
+        if abs(eps - 1e-5) > 1e-12:
+            raise ValueError(f"{cfg_path}: {tower}.layer_norm_eps {eps} is not supported (CLIP uses 1e-5)")
+
+
 def _resize_pos_embed(t: torch.Tensor, tokens: int) -> torch.Tensor:
     """Bicubic resize of a (1 + g*g) x d position table to ``tokens`` rows (open_clip does the same)."""
     cls, grid = t[:1], t[1:]
@@ -138,23 +168,30 @@ def load_pretrained_clip(model: LaSoftMoECLIP, path: str | Path) -> LoadReport:
     if _is_hf(sd):
         sd, fmt = convert_hf_state_dict(sd), "huggingface"
     sd = {k: v for k, v in sd.items() if not _IGNORED.match(k)}
-    if path.is_dir() and (path / "config.json").is_file():
-        hf_cfg = json.loads((path / "config.json").read_text())
-        act = hf_cfg.get("vision_config", {}).get("hidden_act", "quick_gelu")
-        if act != "quick_gelu":
-            raise ValueError(f"{path}: hidden_act {act!r} is not supported (CLIP uses quick_gelu)")
+    if fmt == "huggingface":
+        _check_hf_config(model, path)
 
     expected = model.state_dict()
     resized = False
     key = "visual.positional_embedding"
     if key in sd and key in expected and sd[key].shape != expected[key].shape \
             and sd[key].shape[1:] == expected[key].shape[1:]:
+        log.info("resizing %s from %s to %s", key, tuple(sd[key].shape), tuple(expected[key].shape))
         sd[key] = _resize_pos_embed(sd[key], expected[key].shape[0])
         resized = True
-        log.info("resized %s from %s to %s", key, tuple(sd[key].shape), tuple(expected[key].shape))
     unexpected = sorted(set(sd) - set(expected))
     missing = sorted(set(expected) - set(sd))
     missing_bad = [k for k in missing if not _MOE_KEY.match(k)]
+    # an MoE branch is either absent from the file (new: upcycled below) or complete (kept as loaded)
+    moe_blocks = {int(_MOE_KEY.match(k).group(1)) for k in expected if _MOE_KEY.match(k)}
+    fresh = set()
+    for i in sorted(moe_blocks):
+        block_keys = [k for k in expected if k.startswith(f"visual.transformer.resblocks.{i}.moe.")]
+        present = [k for k in block_keys if k in sd]
+        if not present:
+            fresh.add(i)
+        elif len(present) != len(block_keys):
+            missing_bad += [k for k in block_keys if k not in sd]
     wrong = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
              for k in sorted(set(sd) & set(expected)) if sd[k].shape != expected[k].shape]
     if unexpected or missing_bad or wrong:
@@ -164,6 +201,8 @@ def load_pretrained_clip(model: LaSoftMoECLIP, path: str | Path) -> LoadReport:
                          f"  shape mismatches ({len(wrong)}): {wrong[:10]}")
     dtype_sd = {k: v.to(expected[k].dtype) for k, v in sd.items()}
     model.load_state_dict(dtype_sd, strict=False)
-    model.upcycle_experts()
+    model.upcycle_experts(blocks=fresh)
     model._text_cache = None
+    log.info("loaded %d tensors from %s (%s); %d MoE branch(es) upcycled from their MLPs", len(sd), path, fmt,
+             len(fresh))
     return LoadReport(fmt, len(sd), len(missing), resized)
