@@ -135,20 +135,17 @@ def _loop_live(config, source, pipeline, writer, audit, summary, stop) -> None:
     """Cameras and streams: a capture thread keeps the newest frame; every delivered frame is scored."""
     reader = LatestFrameReader(source, backoff_s=config.reopen_backoff_s, backoff_max_s=config.reopen_backoff_max_s,
                                no_signal_after_s=config.no_signal_after_s).start()
-    last_status = "ok"
+    outages = 0
     try:
         while not stop["flag"] and (config.max_frames is None or summary.frames < config.max_frames):
             frame = reader.latest(timeout=0.2)
+            if reader.outages > outages:  # the camera was lost since the last frame (it may be back already)
+                outages = reader.outages
+                _handle(pipeline.status_result(-1, time.monotonic(), "no signal"), pipeline, writer, audit, summary)
             if frame is None:
-                status = reader.status
-                if status == "no signal" and last_status != status:
-                    log.warning("no signal from %r", source.spec)
-                    _handle(pipeline.status_result(-1, time.monotonic(), status), pipeline, writer, audit, summary)
-                last_status = status
-                if status in ("end of stream", "stopped"):
+                if reader.status in ("end of stream", "stopped"):
                     break
                 continue
-            last_status = "ok"
             _handle(pipeline.process(frame.image, frame.t, frame.index), pipeline, writer, audit, summary)
     finally:
         reader.stop()

@@ -221,6 +221,7 @@ class LatestFrameReader:
         self.frames_dropped = 0  # frames overwritten before anyone took them
         self.reopen_attempts = 0
         self.reopens = 0
+        self.outages = 0  # times a live source lost its signal (each followed by reopen attempts)
         self._index_offset = 0
         self._thread: threading.Thread | None = None
 
@@ -277,8 +278,10 @@ class LatestFrameReader:
             if not self.source.is_live:
                 self._set_status("end of stream")
                 return
+            if wait == self.backoff_s:  # first failure of this outage
+                self.outages += 1
             self._set_status("no signal")
-            log.warning("no signal from %r; reopening in %.1f s", self.source.spec, wait)
+            log.warning("no signal from %r; reopening in %.2f s", self.source.spec, wait)
             if self._stop.wait(wait):
                 break
             self.reopen_attempts += 1

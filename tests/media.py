@@ -4,9 +4,12 @@
 over a textured background and returns the ground-truth face rectangles per frame (where each pasted portrait
 lies; the detector's box is a sub-rectangle of it). ``face_image(name)`` returns the portrait as BGR uint8.
 Portraits: "grace_hopper" (matplotlib's sample data) and "astronaut" (scikit-image, used only when installed).
+``FlakyCamera`` stands in for a webcam that gets unplugged (no camera exists on CI machines): a real
+``cv2.VideoCapture`` over a clip that stops delivering after some frames, or refuses to open.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -114,3 +117,41 @@ def make_image_folder(folder: str | Path, *, frames: int = 5, size: tuple[int, i
         frame[y0:y0 + side, x0:x0 + side] = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
         cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
     return folder
+
+
+class FlakyCamera:
+    """A real ``cv2.VideoCapture`` on a clip that dies after ``fail_after`` frames, as an unplugged webcam does.
+
+    Like a camera it never ends (the clip rewinds) and delivers at most ``fps`` frames a second (``read``
+    blocks until the next frame is due). ``opens=False`` makes ``isOpened()`` report False (the device is still
+    gone). Use it through a factory: ``VideoCaptureSource(0, capture_factory=lambda s: FlakyCamera(clip))``.
+    """
+
+    def __init__(self, path: str | Path, fail_after: int | None = None, opens: bool = True, fps: float = 30.0):
+        self.cap = cv2.VideoCapture(str(path))
+        self.fail_after, self.opens, self.reads, self.period = fail_after, opens, 0, 1.0 / fps
+        self._due = time.monotonic()
+
+    def isOpened(self) -> bool:  # noqa: N802 (cv2.VideoCapture's name)
+        return self.opens and self.cap.isOpened()
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        self.reads += 1
+        if self.fail_after is not None and self.reads > self.fail_after:
+            return False, None
+        time.sleep(max(0.0, self._due - time.monotonic()))
+        self._due = max(self._due + self.period, time.monotonic())
+        ok, image = self.cap.read()
+        if not ok:  # rewind: a camera does not run out of frames
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, image = self.cap.read()
+        return ok, image
+
+    def get(self, prop: int) -> float:
+        return self.cap.get(prop)
+
+    def set(self, prop: int, value: float) -> bool:
+        return self.cap.set(prop, value)
+
+    def release(self) -> None:
+        self.cap.release()

@@ -93,3 +93,32 @@ def test_config_validation_names_the_key(tmp_path):
         AppConfig(backend="gpu")
     assert AppConfig().source_spec == 0 and AppConfig(source="3").source == "3"
     assert load_config(None, source="3").source == 3  # digits mean a camera index, as on the command line
+
+
+def test_headless_on_a_camera_that_fails_mid_run(face_clip, tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    """Cameras go through the latest-frame reader; an unplugged camera is reopened and the run goes on."""
+    import liveness_app.cli as cli
+    from liveness_app.sources import VideoCaptureSource
+    from media import FlakyCamera
+
+    plan = iter([dict(fail_after=5), dict(opens=False), dict()])
+    made = []
+
+    def fake_open_source(spec, loop=False, folder_fps=10.0):
+        assert spec == 0  # the config asked for camera 0
+
+        def factory(s):
+            made.append(s)
+            return FlakyCamera(face_clip[0], **next(plan, {}))
+        return VideoCaptureSource(spec, capture_factory=factory)
+
+    monkeypatch.setattr(cli, "open_source", fake_open_source)
+    out = tmp_path / "cam.jsonl"
+    config = load_config(None, source="0", headless=True, output=str(out), model=str(tiny_checkpoint),
+                         backend="torch", max_frames=10, reopen_backoff_s=0.05, no_signal_after_s=0.1)
+    assert cli.run_headless(config, str(tmp_path / "s.json")) == 0
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["frames"] == 10 and summary["no_signal"] == 1 and len(made) == 3
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(recs) == 10 and all(b["frame"] > a["frame"] and b["t"] > a["t"] for a, b in zip(recs, recs[1:]))
+    assert "run summary" in capsys.readouterr().out

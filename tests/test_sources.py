@@ -11,7 +11,7 @@ import pytest
 
 from liveness_app.sources import (Frame, ImageFolderSource, LatestFrameReader, SourceError,
                                   VideoCaptureSource, open_source)
-from media import make_face_video, make_image_folder
+from media import FlakyCamera, make_face_video, make_image_folder
 
 
 def read_all(src):
@@ -80,32 +80,6 @@ def test_digits_and_urls_open_live_captures(face_clip):
     src.close()
     assert open_source("rtsp://example.invalid/cam", capture_factory=factory).is_live
     assert opened[-1] == "rtsp://example.invalid/cam"
-
-
-class FlakyCamera:
-    """A real VideoCapture on a clip that dies after ``fail_after`` frames, as an unplugged webcam does."""
-
-    def __init__(self, path, fail_after=None, opens=True):
-        self.cap = cv2.VideoCapture(str(path))
-        self.fail_after, self.opens, self.reads = fail_after, opens, 0
-
-    def isOpened(self):
-        return self.opens and self.cap.isOpened()
-
-    def read(self):
-        self.reads += 1
-        if self.fail_after is not None and self.reads > self.fail_after:
-            return False, None
-        return self.cap.read()
-
-    def get(self, prop):
-        return self.cap.get(prop)
-
-    def set(self, prop, value):
-        return self.cap.set(prop, value)
-
-    def release(self):
-        self.cap.release()
 
 
 def test_camera_that_fails_mid_run_is_reopened_with_backoff(face_clip):
