@@ -1,13 +1,16 @@
 """Single-file safetensors checkpoints (design.md): weights + JSON metadata, never unpickled.
 
 Metadata keys: ``format``, ``config`` (ModelConfig JSON), ``preprocessing`` ({size, mean, std}),
-``prompts``, ``threshold`` (chosen on a validation split), ``data_card``, ``weights_sha256`` (over all
-tensors, sorted by name, so altered tensor bytes are caught even where the file still parses).
+``prompts``, ``threshold`` (chosen on a validation split), ``data_card``, ``extra``, ``weights_sha256`` (over
+all tensors, sorted by name, so altered tensor bytes are caught even where the file still parses) and
+``metadata_sha256`` (over the other metadata entries, so a damaged header cannot silently change the threshold,
+a prompt or the data card). Files written before ``metadata_sha256`` existed still load, with a warning.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +24,8 @@ from .clip import LaSoftMoECLIP, create_model
 from .config import ModelConfig
 
 FORMAT = "lasoftmoe-clip/1"
+_META_KEYS = {"format", "config", "preprocessing", "prompts", "threshold", "data_card", "extra", "weights_sha256"}
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -63,6 +68,12 @@ def _weights_digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def _metadata_digest(meta: dict[str, str]) -> str:
+    """SHA-256 over every metadata entry except the digest itself, in key order."""
+    body = {k: v for k, v in meta.items() if k != "metadata_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 def save_checkpoint(path: str | Path, model: LaSoftMoECLIP, *, threshold: float = 0.5,
                     data_card: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
                     dtype: torch.dtype | None = None) -> Path:
@@ -91,6 +102,7 @@ def save_checkpoint(path: str | Path, model: LaSoftMoECLIP, *, threshold: float 
         "extra": json.dumps(extra or {}),
         "weights_sha256": _weights_digest(tensors),
     }
+    meta["metadata_sha256"] = _metadata_digest(meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
@@ -102,6 +114,9 @@ def save_checkpoint(path: str | Path, model: LaSoftMoECLIP, *, threshold: float 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The safetensors header's metadata, read without touching the tensors; CheckpointError if malformed."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; expected a .safetensors checkpoint file "
+                              "(for a Hugging Face CLIP folder use models.load_pretrained_clip)")
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     size = path.stat().st_size
@@ -116,7 +131,10 @@ def read_metadata(path: str | Path) -> dict[str, str]:
             header = json.loads(f.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from e
-    return header.get("__metadata__") or {}
+    meta = header.get("__metadata__", {}) if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise CheckpointError(f"{path}: corrupt safetensors header (metadata is not a map of strings)")
+    return meta
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
@@ -131,21 +149,28 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a La-SoftMoE CLIP checkpoint (format {meta.get('format')!r}, "
                               f"expected {FORMAT!r}); for CLIP weights use models.load_pretrained_clip")
+    if verify:
+        _verify_metadata(path, meta)
+    try:
+        cfg = ModelConfig.from_dict(json.loads(meta["config"]))
+        threshold = float(meta.get("threshold", "0.5"))
+        data_card = json.loads(meta.get("data_card", "{}"))
+        extra = json.loads(meta.get("extra", "{}"))
+        prompts = json.loads(meta["prompts"]) if "prompts" in meta else list(cfg.prompts)
+    except (KeyError, ValueError) as e:  # json.JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path}: bad metadata ({e})") from e
+    if not 0.0 <= threshold <= 1.0:
+        raise CheckpointError(f"{path}: threshold {threshold} outside [0, 1]")
+    if not isinstance(data_card, dict) or not isinstance(extra, dict):
+        raise CheckpointError(f"{path}: bad metadata (data_card and extra must be JSON objects)")
+    if tuple(prompts) != tuple(cfg.prompts):
+        raise CheckpointError(f"{path}: prompts {prompts} differ from the config's {list(cfg.prompts)}")
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, RuntimeError) as e:
         raise CheckpointError(f"{path}: unreadable or truncated weights ({e})") from e
     if verify and _weights_digest(tensors) != meta.get("weights_sha256"):
         raise CheckpointError(f"{path}: weights do not match the checksum in the file: it was altered or damaged")
-    try:
-        cfg = ModelConfig.from_dict(json.loads(meta["config"]))
-        threshold = float(meta.get("threshold", "0.5"))
-        data_card = json.loads(meta.get("data_card", "{}"))
-        extra = json.loads(meta.get("extra", "{}"))
-    except (KeyError, ValueError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: bad metadata ({e})") from e
-    if not 0.0 <= threshold <= 1.0:
-        raise CheckpointError(f"{path}: threshold {threshold} outside [0, 1]")
     model = create_model(cfg)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
@@ -158,6 +183,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     model.to(map_location).eval()
     return Checkpoint(model=model, config=cfg, preprocessing=Preprocessing.from_config(cfg),
                       prompts=tuple(cfg.prompts), threshold=threshold, data_card=data_card, extra=extra, path=path)
+
+
+def _verify_metadata(path: Path, meta: dict[str, str]) -> None:
+    """CheckpointError if the header's metadata was altered (unknown entries, or a checksum mismatch)."""
+    unknown = sorted(set(meta) - _META_KEYS - {"metadata_sha256"})
+    if unknown:
+        raise CheckpointError(f"{path}: unknown metadata entries {unknown}: the header was altered or damaged")
+    if "metadata_sha256" not in meta:
+        log.warning("%s: written without a metadata checksum (an older file); its header is not verified", path)
+        return
+    if _metadata_digest(meta) != meta["metadata_sha256"]:
+        raise CheckpointError(f"{path}: metadata (config, prompts, threshold, data card) do not match the checksum "
+                              "in the file: it was altered or damaged")
 
 
 def load_model(name_or_path: str | Path) -> Checkpoint:
