@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer
@@ -37,8 +38,23 @@ def _install_signal_handlers(window: Any) -> QTimer:
     return tick
 
 
+def _undo_opencv_qt_env() -> None:
+    """Forget the Qt plugin and font paths that ``import cv2`` points at its own bundled Qt 5.
+
+    opencv-contrib-python (which mediapipe requires) sets QT_QPA_PLATFORM_PLUGIN_PATH and QT_QPA_FONTDIR to
+    folders inside the cv2 package; PySide6's Qt 6 then finds cv2's Qt 5 "xcb" plugin first, cannot load it
+    and aborts on every real X11 display. Our window never uses OpenCV's HighGUI, so they are dropped.
+    """
+    for key in ("QT_QPA_PLATFORM_PLUGIN_PATH", "QT_QPA_FONTDIR"):
+        value = os.environ.get(key, "")
+        if value and "cv2" in Path(value).parts:
+            log.debug("ignoring %s=%s (set by OpenCV for its own Qt)", key, value)
+            del os.environ[key]
+
+
 def run_gui(config: AppConfig) -> int:
     """Run the window (or the kiosk with ``config.kiosk``) until it is closed; returns the exit code."""
+    _undo_opencv_qt_env()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("liveness")
     app.setOrganizationName("liveness-app")

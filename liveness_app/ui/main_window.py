@@ -232,8 +232,11 @@ class MainWindow(QMainWindow):
         tb.addAction(self.open_folder_action)
         tb.addSeparator()
         self.start_action = QAction("Stop", self)
-        self.start_action.setShortcut(QKeySequence("Space"))
         tb.addAction(self.start_action)
+        self.quit_action = QAction("Quit", self)
+        self.quit_action.setShortcut(QKeySequence(QKeySequence.StandardKey.Quit))
+        self.quit_action.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
+        self.addAction(self.quit_action)  # Ctrl+Q, without a button
         tb.addSeparator()
         self.model_action = QAction("Model…", self)
         tb.addAction(self.model_action)
@@ -285,7 +288,8 @@ class MainWindow(QMainWindow):
         self.model_action.triggered.connect(self._ask_model)
         self.backend_combo.activated.connect(lambda i: self.set_backend(self.backend_combo.itemText(i)))
         self.record_action.toggled.connect(self._on_record_toggled)
-        self.snapshot_action.triggered.connect(self.snapshot)
+        self.snapshot_action.triggered.connect(lambda: self.snapshot())
+        self.quit_action.triggered.connect(self.close)
 
     def _load_controls(self, config: AppConfig) -> None:
         """Show ``config`` in the controls without emitting changes."""

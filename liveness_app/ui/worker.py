@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from PySide6.QtCore import QDeadlineTimer, QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QDeadlineTimer, QObject, Qt, QThread, Signal, Slot
 
 from ..config import DEMO_VIDEO, AppConfig, ConfigError
 from ..sources import Frame, FrameSource, LatestFrameReader, SourceError, open_source
@@ -259,7 +259,7 @@ class PipelineWorker(QObject):
         if scorer is not None and getattr(scorer, "notice", ""):
             notices.append(scorer.notice)
             # "auto chose X" is news; a backend asked for by name that could not start is a fallback
-            fallback = c.backend != "auto" and not str(scorer.backend_name).startswith(c.backend)
+            fallback = c.backend != "auto"  # models.runtime sets a named backend's notice only on a fallback
             self.notice.emit("warning" if fallback else "info", scorer.notice)
             (log.warning if fallback else log.info)("%s", scorer.notice)
         if scorer is not None:
@@ -492,6 +492,9 @@ def _make_pipeline(config: AppConfig, scorer: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------- GUI side
+_ALIVE: dict[int, tuple[QThread, "PipelineWorker"]] = {}  # started and not yet seen finished
+
+
 class WorkerController(QObject):
     """Starts, restarts and stops ``PipelineWorker`` threads for the window (lives in the GUI thread).
 
@@ -526,6 +529,11 @@ class WorkerController(QObject):
     def running(self) -> bool:
         return self.thread is not None and self.thread.isRunning()
 
+    @property
+    def idle(self) -> bool:
+        """No worker running and none still stopping (every worker thread has finished)."""
+        return self.worker is None and not self._retired
+
     def start(self, config: AppConfig) -> None:
         """Start a worker for ``config`` (stopping the current one first, without blocking)."""
         if self.worker is not None:
@@ -537,8 +545,13 @@ class WorkerController(QObject):
             worker.update_settings(**self.settings)
         if self.recording:
             worker.set_recording(self.recording)
-        thread = QThread()
+        # The thread belongs to the application (C++ side) and the pair is kept in _ALIVE until it has
+        # finished: a window destroyed early must never let Python delete a running QThread (Qt aborts) or
+        # a worker whose run() is still executing. The controller's end also asks the worker to stop.
+        thread = QThread(QCoreApplication.instance())
         thread.setObjectName("pipeline-worker")
+        _ALIVE[id(thread)] = (thread, worker)
+        self.destroyed.connect(worker._stop.set)
         worker.moveToThread(thread)
         for name in self._FORWARDED:
             getattr(worker, name).connect(getattr(self, name))
@@ -573,6 +586,7 @@ class WorkerController(QObject):
         still = []
         for thread, worker in self._retired:
             if thread.isFinished():
+                _ALIVE.pop(id(thread), None)
                 worker.deleteLater()
                 thread.deleteLater()
             else:
@@ -580,6 +594,7 @@ class WorkerController(QObject):
         self._retired = still
         if self.worker is not None and self.thread is not None and self.thread.isFinished():
             # the current worker ended on its own (e.g. an error before the loop): forget it
+            _ALIVE.pop(id(self.thread), None)
             self.worker.deleteLater()
             self.thread.deleteLater()
             self.worker = self.thread = None
@@ -618,5 +633,7 @@ class WorkerController(QObject):
                 log.warning("pipeline worker did not stop within %.1f s", timeout_s)
                 ok = False
         if ok:
+            for thread, _worker in self._retired:
+                _ALIVE.pop(id(thread), None)
             self._retired.clear()
         return ok

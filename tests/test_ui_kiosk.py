@@ -1,0 +1,100 @@
+"""Kiosk mode offscreen: fullscreen and frameless, no cursor, no visible controls, one message at a time,
+closed only by the configured key sequence, a missing camera retried rather than replaced by the demo."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtGui import QKeySequence  # noqa: E402
+from PySide6.QtWidgets import (QAbstractButton, QAbstractSlider, QAbstractSpinBox, QComboBox, QLineEdit,  # noqa: E402
+                               QMenuBar, QToolBar)
+
+from liveness_app.config import AppConfig  # noqa: E402
+from liveness_app.ui.kiosk import KioskWindow  # noqa: E402
+from liveness_app.ui.worker import WorkerController  # noqa: E402
+
+CONTROL_TYPES = (QAbstractButton, QAbstractSlider, QAbstractSpinBox, QComboBox, QLineEdit, QToolBar, QMenuBar)
+
+
+def torch_scorer(model, backend="auto"):
+    from liveness_app.scorer import create_scorer
+    return create_scorer(model, backend="torch")
+
+
+@pytest.fixture
+def make_kiosk(qtbot):
+    """Builds kiosk windows on the real engine; keeps them alive and leaves them (exit sequence path) after."""
+    windows: list[KioskWindow] = []
+
+    def make(config: AppConfig, demo_video=None) -> KioskWindow:
+        controller = WorkerController(scorer_factory=torch_scorer,
+                                      **({"demo_video": demo_video} if demo_video else {}))
+        k = KioskWindow(config, controller=controller)
+        qtbot.addWidget(k, before_close_func=lambda w: w.request_exit())
+        windows.append(k)
+        return k
+
+    yield make
+    for k in windows:
+        k.request_exit()
+        assert k.shutdown_ok and k.controller.idle
+
+
+def test_kiosk_is_fullscreen_frameless_without_controls_and_shows_verdicts(qtbot, make_kiosk, tiny_checkpoint, face_clip):
+    clip, _ = face_clip
+    k = make_kiosk(AppConfig(source=str(clip), model=str(tiny_checkpoint), kiosk=True,
+                                    min_evidence_frames=2, min_evidence_s=0.1))
+    qtbot.waitExposed(k)
+    assert k.isFullScreen()
+    assert k.windowFlags() & Qt.WindowType.FramelessWindowHint
+    assert k.cursor().shape() == Qt.CursorShape.BlankCursor
+    assert k.config.loop  # a kiosk never stops at the end of a video
+    visible_controls = [w for t in CONTROL_TYPES for w in k.findChildren(t) if w.isVisible()]
+    assert visible_controls == []
+    qtbot.waitUntil(lambda: k.message_text in ("Live", "Attack detected"), timeout=60_000)
+    assert k.video_view.frame is not None
+
+
+def test_kiosk_closes_only_through_the_exit_sequence(qtbot, make_kiosk, tiny_checkpoint, face_clip):
+    clip, _ = face_clip
+    k = make_kiosk(AppConfig(source=str(clip), model=str(tiny_checkpoint), kiosk=True,
+                                    kiosk_exit_sequence="Ctrl+Alt+X"))
+    qtbot.waitExposed(k)
+    qtbot.waitUntil(lambda: k.controller.worker is not None and k.controller.worker.state == "running",
+                    timeout=60_000)
+    k.close()  # Alt+F4, a window manager's close button...
+    assert k.isVisible()
+    qtbot.keyClick(k, Qt.Key.Key_Escape)
+    assert k.isVisible()
+    seq = QKeySequence("Ctrl+Alt+X")[0]
+    qtbot.keyClick(k, seq.key(), seq.keyboardModifiers())
+    qtbot.waitUntil(lambda: not k.isVisible(), timeout=3_000)
+    assert k.shutdown_ok and k.controller.idle
+
+
+def test_kiosk_says_look_at_the_camera_without_a_face(qtbot, make_kiosk, tiny_checkpoint, tmp_path):
+    from media import make_face_video
+    clip = tmp_path / "empty.mp4"
+    make_face_video(clip, frames=12, fps=12.0, faces=())
+    k = make_kiosk(AppConfig(source=str(clip), model=str(tiny_checkpoint), kiosk=True))
+    qtbot.waitUntil(lambda: k.message_text == "Please look at the camera", timeout=60_000)
+
+
+def test_kiosk_retries_a_missing_camera_instead_of_playing_the_demo(qtbot, make_kiosk, tiny_checkpoint, face_clip):
+    clip, _ = face_clip
+    k = make_kiosk(AppConfig(source=57, model=str(tiny_checkpoint), kiosk=True, reopen_backoff_s=0.2),
+                   demo_video=clip)
+    qtbot.waitUntil(lambda: k.message_text == "Camera unavailable: reconnecting…", timeout=20_000)
+    qtbot.wait(600)  # a few retries later: still no demo, still the message
+    assert k.video_view.frame is None
+    assert k.message_text == "Camera unavailable: reconnecting…"
+
+
+def test_kiosk_model_error_is_a_message(qtbot, make_kiosk, tmp_path, face_clip):
+    clip, _ = face_clip
+    k = make_kiosk(AppConfig(source=str(clip), model=str(tmp_path / "missing.safetensors"), kiosk=True))
+    qtbot.waitUntil(lambda: k.message_text == "Temporarily out of service", timeout=60_000)
+    qtbot.waitUntil(lambda: k.video_view.frame is not None, timeout=10_000)  # the picture stays alive
