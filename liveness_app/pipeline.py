@@ -64,7 +64,7 @@ class Pipeline:
 
         kept, dropped = keep_largest(boxes, c.max_faces)
         before = list(self.smoothers)
-        tracks = self.tracker.update(kept)
+        tracks = sorted(self.tracker.update(kept), key=lambda tr: tr.track_id)  # stable order in records
         self.ended_tracks = self.tracker.ended(before)
         for tid in self.ended_tracks:
             self.smoothers.pop(tid, None)

@@ -33,7 +33,7 @@ def face_image(name: str = "grace_hopper") -> np.ndarray:
             from skimage import data
         except ImportError as e:
             raise FileNotFoundError("scikit-image is not installed; use face 'grace_hopper'") from e
-        return cv2.cvtColor(data.astronaut()[0:300, 100:400], cv2.COLOR_RGB2BGR)
+        return cv2.cvtColor(data.astronaut()[30:230, 124:324], cv2.COLOR_RGB2BGR)  # face ~ x177 y82 95x95
     raise ValueError(f"unknown face {name!r}; choose one of {FACES}")
 
 

@@ -111,6 +111,21 @@ def test_two_faces_batched_and_largest_wins(tmp_path, scorer):
     assert {r.tracks[0].track_id for r in results} == {1}
 
 
+def test_two_different_people_get_two_stable_tracks(tmp_path, scorer):
+    pytest.importorskip("skimage")  # the astronaut portrait ships with scikit-image (a dev dependency)
+    path = tmp_path / "people.mp4"
+    placements = make_face_video(path, frames=15, size=(640, 360), faces=("grace_hopper", "astronaut"),
+                                 face_side=(170, 190))
+    with Pipeline(AppConfig(), scorer) as pipe:
+        results = run_clip(pipe, path)
+    assert len(results) == len(placements)
+    assert all([t.track_id for t in r.tracks] == [1, 2] for r in results)  # every frame, ordered by id
+    for r in results:  # track 1 is Grace Hopper (left), track 2 the astronaut: each box inside its portrait
+        for tr, p in zip(r.tracks, placements[r.index]):
+            cx, cy = tr.box.x + tr.box.w / 2, tr.box.y + tr.box.h / 2
+            assert p.x < cx < p.x + p.side and p.y < cy < p.y + p.side
+
+
 class Scripted:
     """Stands in for the model where the test needs exact scores: returns a scripted P(attack) per call."""
 
