@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -80,6 +81,8 @@ def run_headless(config: AppConfig, summary_json: str | None = None) -> int:
         source.close()
         raise BadInput(str(e)) from e
 
+    if not config.output:
+        log.warning("no --output given: verdicts are not written, only the summary is printed")
     writer = audit = None
     summary = RunSummary()
     stop = {"flag": False}
@@ -87,7 +90,9 @@ def run_headless(config: AppConfig, summary_json: str | None = None) -> int:
     def on_signal(signum: int, _frame: object) -> None:
         stop["flag"] = True  # finish the current frame, then write the summary
 
-    old_handler = signal.signal(signal.SIGINT, on_signal)
+    # Ctrl+C finishes the current frame and still writes the summary (signals only work on the main thread)
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_handler = signal.signal(signal.SIGINT, on_signal) if main_thread else None
     started = time.perf_counter()
     try:
         writer = JsonlWriter(config.output) if config.output else None
@@ -104,7 +109,8 @@ def run_headless(config: AppConfig, summary_json: str | None = None) -> int:
     except OSError as e:
         raise BadInput(str(e)) from e
     finally:
-        signal.signal(signal.SIGINT, old_handler)
+        if main_thread:
+            signal.signal(signal.SIGINT, old_handler)
         summary.wall_s = time.perf_counter() - started
         for closable in (writer, audit, pipeline, source):
             if closable is not None:
@@ -167,3 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as e:  # a failure during the run (not the input): traceback in the log, one line last
+        log.exception("headless run failed")
+        print(f"error: headless run failed: {e}", file=sys.stderr)
+        return EXIT_RUNTIME

@@ -21,7 +21,7 @@ def test_main_py_headless_end_to_end(face_clip, tiny_checkpoint, tmp_path):
             "except SystemExit as e:\n    assert 'PySide6' not in sys.modules, 'headless imported Qt'\n"
             "    raise\n")
     proc = subprocess.run([sys.executable, "-c", code, "--headless", "--source", str(path), "--output", str(out),
-                           "--model", str(tiny_checkpoint), "--backend", "cpu", "--audit-log", str(audit)],
+                           "--model", str(tiny_checkpoint), "--backend", "torch", "--audit-log", str(audit)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "run summary" in proc.stdout and f"frames            {len(placements)}" in proc.stdout
