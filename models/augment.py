@@ -222,7 +222,10 @@ def self_blend(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 # --- pipelines --------------------------------------------------------------------------------------------
 class EvalTransform:
-    """Evaluation / inference transform: resize the contract crop to ``size`` (nothing else), uint8 RGB."""
+    """Evaluation / inference transform: resize the contract crop to ``size`` (nothing else), uint8 RGB.
+
+    A crop already at ``size`` is returned as is (not copied).
+    """
 
     def __init__(self, size: int):
         if int(size) < 8:

@@ -319,6 +319,17 @@ def write_plots(folder: Path, labels: np.ndarray, scores: np.ndarray, threshold:
     return written
 
 
+def _json_safe(obj: Any) -> Any:
+    """NaN / inf (which strict JSON cannot hold) -> None, recursively; used on the checkpoint's data card."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -407,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "batch_size": args.batch_size},
         "scores_csv": str(args.scores_csv) if args.scores_csv else None,
         "plots": [str(p) for p in plots],
-        "checkpoint_data_card": ckpt.data_card,
+        "checkpoint_data_card": _json_safe(ckpt.data_card),
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if args.report:
