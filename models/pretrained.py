@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,8 +108,11 @@ def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], str]:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
         if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
-            # OpenAI's released .pt files are TorchScript archives
-            return torch.jit.load(str(path), map_location="cpu").state_dict(), "openai-torchscript"
+            # OpenAI's released .pt files are TorchScript archives; only their tensors are used
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load is deprecated, the files are not
+                module = torch.jit.load(str(path), map_location="cpu")
+            return {k: v for k, v in module.state_dict().items()}, "openai-torchscript"
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises several types for foreign files

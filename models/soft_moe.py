@@ -11,7 +11,7 @@ Axis letters used in the einsums below:
 
 The combine weights C are selected by ``weighting`` (paper.md):
     softmax  C = softmax_s(L)                                    Soft MoE
-    la-a     C = phi(IN(X) W) . phi(Phi) / sum                   La-SoftMoE reading A (linear attention)
+    la-a     C = phi(IN(X) W) . phi(l2norm(Phi)) / sum           La-SoftMoE reading A (linear attention)
     la-b     C = phi(IN_m(L)) / sum                              La-SoftMoE reading B (normalised logits)
 with phi(x) = elu(x) + 1 > 0 and IN the instance norm over the token axis, so every row of C is positive
 and sums to 1. The branch output is multiplied by ``gate`` (initialised at 0), so a block that gains the

@@ -69,6 +69,12 @@ def test_soft_moe_matches_a_loop_reference(weighting, kw):
         mu, sd = logits.mean(1, keepdim=True), logits.std(1, unbiased=False, keepdim=True)
         w = F.elu((logits - mu) / torch.sqrt(sd ** 2 + 1e-5)) + 1
         torch.testing.assert_close(combine, w / w.sum(-1, keepdim=True))
+    else:  # la-a: linear attention, queries = tokens instance-normalised over the token axis, keys = slots
+        q = (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, unbiased=False, keepdim=True) + 1e-5)
+        if kw.get("la_query_proj"):
+            q = moe.query_proj(q)
+        w = (F.elu(q) + 1) @ (F.elu(F.normalize(moe.slot_embeds, dim=0)) + 1)
+        torch.testing.assert_close(combine, w / w.sum(-1, keepdim=True))
     slots = dispatch.transpose(1, 2) @ x  # b s d
     outs = []
     e = moe.experts

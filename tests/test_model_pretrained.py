@@ -198,8 +198,8 @@ def test_torchscript_archive(dense_source, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about python values
         traced = torch.jit.trace_module(module, {"encode_image": torch.randn(1, 3, 32, 32)}, check_trace=False)
-    path = tmp_path / "ViT-tiny-jit.pt"
-    torch.jit.save(traced, str(path))
+        path = tmp_path / "ViT-tiny-jit.pt"
+        torch.jit.save(traced, str(path))
     model = models.create_model("test-tiny").eval()
     report = models.load_pretrained_clip(model, path)
     assert report.source_format == "openai-torchscript"
