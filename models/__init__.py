@@ -1,7 +1,8 @@
 """La-SoftMoE CLIP for unified physical-digital face attack detection (pure PyTorch).
 
 Public API: ``create_model``, ``load_pretrained_clip``, ``tokenize``, ``save_checkpoint``,
-``load_checkpoint``, ``LivenessScorer`` (model.scorer()), ``preprocess``.
+``load_checkpoint``, ``LivenessScorer`` (model.scorer()), ``preprocess``. Sizes and FLOPs per crop:
+``python -m models.info NAME_OR_CHECKPOINT``.
 """
 from .checkpoint import Checkpoint, CheckpointError, Preprocessing, load_checkpoint, load_model, save_checkpoint
 from .clip import LaSoftMoECLIP, LivenessScorer, create_model

@@ -159,6 +159,9 @@ def _resize_pos_embed(t: torch.Tensor, tokens: int) -> torch.Tensor:
     """Bicubic resize of a (1 + g*g) x d position table to ``tokens`` rows (open_clip does the same)."""
     cls, grid = t[:1], t[1:]
     g_old, g_new = int(round(grid.shape[0] ** 0.5)), int(round((tokens - 1) ** 0.5))
+    if g_old * g_old != grid.shape[0] or g_new * g_new != tokens - 1:
+        raise ValueError(f"cannot resize a position table of {t.shape[0]} rows to {tokens}: both must be "
+                         "1 + a square number of patches")
     grid = grid.reshape(1, g_old, g_old, -1).permute(0, 3, 1, 2)
     grid = F.interpolate(grid.float(), size=(g_new, g_new), mode="bicubic", align_corners=False)
     return torch.cat([cls, grid.permute(0, 2, 3, 1).reshape(g_new * g_new, -1).to(t.dtype)], dim=0)
@@ -174,6 +177,11 @@ def load_pretrained_clip(model: LaSoftMoECLIP, path: str | Path) -> LoadReport:
     sd = {k: v for k, v in sd.items() if not _IGNORED.match(k)}
     if fmt == "huggingface":
         _check_hf_config(model, path)
+    else:  # OpenAI's build_model derives the head counts as width / 64; a state dict cannot show them
+        v, t = model.config.vision, model.config.text
+        if (v.heads, t.heads) != (v.width // 64, t.width // 64):
+            log.warning("model %r has %d/%d heads (image/text); OpenAI CLIP weights use width/64 = %d/%d",
+                        model.config.name, v.heads, t.heads, v.width // 64, t.width // 64)
 
     expected = model.state_dict()
     resized = False
