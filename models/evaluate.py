@@ -176,12 +176,12 @@ def _fmt(v: float | None, pct: bool = True) -> str:
 
 def format_table(rep: dict[str, Any]) -> str:
     """A fixed-width table: pooled, then one row per source and per attack type (rates in %)."""
-    head = (f"{'subset':<30} {'n_live':>7} {'n_attack':>8} {'APCER%':>7} {'BPCER%':>7} {'ACER%':>7} {'AUC':>7} "
+    head = (f"{'subset':<36} {'n_live':>7} {'n_attack':>8} {'APCER%':>7} {'BPCER%':>7} {'ACER%':>7} {'AUC':>7} "
             f"{'EER%':>6} {'BPCER%@APCER1%':>15} {'@5%':>6}")
     lines = [head, "-" * len(head)]
 
     def row(name: str, m: dict) -> str:
-        return (f"{name[:30]:<30} {m['n_live']:>7} {m['n_attack']:>8} {_fmt(m['apcer']):>7} {_fmt(m['bpcer']):>7} "
+        return (f"{name[:36]:<36} {m['n_live']:>7} {m['n_attack']:>8} {_fmt(m['apcer']):>7} {_fmt(m['bpcer']):>7} "
                 f"{_fmt(m['acer']):>7} {_fmt(m['auc'], False):>7} {_fmt(m['eer']):>6} "
                 f"{_fmt(m['bpcer_at_apcer_1pct']):>15} {_fmt(m['bpcer_at_apcer_5pct']):>6}")
     lines.append(row("pooled", rep["pooled"]))
