@@ -143,8 +143,8 @@ def _threshold_between(thr: np.ndarray, i: int) -> float:
 
 
 def threshold_at_apcer(labels: Any, scores: Any, target: float) -> float:
-    """The highest-BPCER-saving threshold whose APCER is <= ``target``: the largest such operating point,
-    placed midway to the next lower distinct score (see ``eer``)."""
+    """The threshold for BPCER @ APCER = ``target``: the highest operating point whose APCER is <= ``target``
+    (the one flagging fewest bona fide samples), placed midway to the next lower distinct score (see ``eer``)."""
     if not 0.0 <= target <= 1.0:
         raise ValueError(f"target APCER must be in [0, 1], got {target}")
     y, s = _check(labels, scores)
