@@ -45,13 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, help="logging level (default: INFO)")
     p.add_argument("--summary-json", help="also write the run summary as JSON to this file (headless)")
+    p.add_argument("--log-dir", help="folder for log files (default: the platform's user log folder)")
+    p.add_argument("--check", action="store_true",
+                   help="verify camera, assets, model, backend and detector, print what is wrong, and exit "
+                        "(0: usable, a missing camera is only a warning; 1: something failed)")
     return p
 
 
 def parse_config(argv: Sequence[str] | None = None) -> tuple[AppConfig, argparse.Namespace]:
     """Parse flags, read ``--config`` and merge (flags win). Raises BadInput with a one-line reason."""
     args = build_parser().parse_args(argv)
-    flags = {k: v for k, v in vars(args).items() if k not in ("config", "summary_json") and v is not None}
+    flags = {k: v for k, v in vars(args).items() if k not in ("config", "summary_json", "check") and v is not None}
     try:
         return load_config(args.config, **flags), args
     except ConfigError as e:
@@ -83,9 +87,13 @@ def run_headless(config: AppConfig, summary_json: str | None = None) -> int:
 
     if not config.output:
         log.warning("no --output given: verdicts are not written, only the summary is printed")
+    from .sdnotify import Notifier, Watchdog
+
     writer = audit = None
     summary = RunSummary()
     stop = {"flag": False}
+    notifier = Notifier()  # systemd Type=notify: READY, WATCHDOG per frame loop, STOPPING (no-op elsewhere)
+    summary.watchdog = Watchdog(notifier)
 
     def on_signal(signum: int, _frame: object) -> None:
         stop["flag"] = True  # finish the current frame, then write the summary
@@ -93,11 +101,13 @@ def run_headless(config: AppConfig, summary_json: str | None = None) -> int:
     # Ctrl+C finishes the current frame and still writes the summary (signals only work on the main thread)
     main_thread = threading.current_thread() is threading.main_thread()
     old_handler = signal.signal(signal.SIGINT, on_signal) if main_thread else None
+    old_term = signal.signal(signal.SIGTERM, on_signal) if main_thread else None  # systemd stops with SIGTERM
     started = time.perf_counter()
     try:
         writer = JsonlWriter(config.output) if config.output else None
         audit = AuditLog(config.audit_log, save_crops=config.save_crops, crops_dir=config.crops_dir,
                          retention=config.crops_retention) if config.audit_log else None
+        notifier.ready(f"scoring {config.source_spec}")
         if source.is_live:
             _loop_live(config, source, pipeline, writer, audit, summary, stop)
         else:
@@ -111,6 +121,9 @@ def run_headless(config: AppConfig, summary_json: str | None = None) -> int:
     finally:
         if main_thread:
             signal.signal(signal.SIGINT, old_handler)
+            signal.signal(signal.SIGTERM, old_term)
+        notifier.stopping()
+        notifier.close()
         summary.wall_s = time.perf_counter() - started
         for closable in (writer, audit, pipeline, source):
             if closable is not None:
@@ -126,6 +139,9 @@ def run_headless(config: AppConfig, summary_json: str | None = None) -> int:
 
 
 def _handle(result, pipeline, writer, audit, summary) -> None:
+    watchdog = getattr(summary, "watchdog", None)
+    if watchdog is not None:
+        watchdog.alive()  # a frame (or a no-signal status) went through: the loop is not hung
     summary.add(result)
     if result.status != "ok":
         return
@@ -164,7 +180,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .logs import setup_logging
+
+    log_file = setup_logging(config.log_level, config.log_dir)  # console + rotating file in the user log folder
+    log.debug("logging to %s", log_file)
+    if args.check:
+        from .health import exit_code, format_checks, run_checks
+
+        checks = run_checks(config)
+        print(format_checks(checks))
+        return exit_code(checks)
     if not config.headless:
         from .ui.app import run_gui  # lazy: only the GUI imports Qt
         return int(run_gui(config) or 0)

@@ -19,6 +19,8 @@ import torch
 import models
 from models.runtime import Runtime, TorchRuntime, create_runtime
 
+from .assets import verify_file
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +107,8 @@ class Scorer:
 def load_weights(model: "str | Path | models.Checkpoint | None") -> models.Checkpoint:
     """A Checkpoint from a file, a config name (fresh weights, for development only) or the bundled model.
 
-    Raises FileNotFoundError (naming the path) for a missing file and models.CheckpointError for a bad one.
+    Raises FileNotFoundError (naming the path) for a missing file, models.CheckpointError for a bad one and
+    assets.AssetError for a bundled file whose SHA-256 differs from ``assets/SHA256SUMS``.
     """
     if isinstance(model, models.Checkpoint):
         return model
@@ -113,6 +116,7 @@ def load_weights(model: "str | Path | models.Checkpoint | None") -> models.Check
         if not DEFAULT_MODEL.is_file():
             raise FileNotFoundError(f"bundled model not found: {DEFAULT_MODEL.relative_to(ROOT)}; pass --model "
                                     "with a .safetensors checkpoint")
+        verify_file(DEFAULT_MODEL)  # AssetError (a ValueError) when it differs from assets/SHA256SUMS
         return models.load_checkpoint(DEFAULT_MODEL)
     path = Path(model)
     if not path.is_file() and isinstance(model, str) and model in models.list_configs():
@@ -121,6 +125,7 @@ def load_weights(model: "str | Path | models.Checkpoint | None") -> models.Check
         return models.load_model(model)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
+    verify_file(path)  # a file inside assets/ must match its recorded SHA-256
     return models.load_checkpoint(path)
 
 

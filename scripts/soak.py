@@ -1,0 +1,138 @@
+"""Soak test: the headless pipeline on a looped video for N frames, logging fps, RSS and threads every K frames.
+
+``python scripts/soak.py --frames 20000 --model ckpt.safetensors --log docs/soak.log``
+
+Runs the same objects the headless CLI runs (``open_source(loop=True)`` -> ``Pipeline`` -> ``JsonlWriter`` +
+``AuditLog`` + ``RunSummary``, all writing to a temporary folder with size rotation) and prints one line per
+``--every`` frames: frames, fps over that window, resident memory (VmRSS from /proc/self/status; psutil is not
+a dependency), live threads. At the end it prints a verdict: memory growth after warm-up (largest RSS after
+warm-up against the RSS at warm-up, in %), fps trend (mean fps of the last third of the windows against the
+first third after warm-up), and threads at the end against after warm-up. Exit code 0 when growth <=
+``--max-growth`` %, fps did not drop by more than ``--max-slowdown`` % and no thread was leaked, else 1.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def rss_mib() -> float:
+    """Resident set size of this process in MiB, read from /proc/self/status (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0  # kB -> MiB
+    raise RuntimeError("VmRSS not found in /proc/self/status (the soak needs Linux /proc)")
+
+
+def soak(frames: int, every: int, source: str, model: str | None, backend: str, warmup: int,
+         out=sys.stdout, max_faces: int = 4) -> dict:
+    """Run the headless pipeline for ``frames`` frames; return the per-window rows and the verdict as a dict."""
+    from liveness_app.config import AppConfig
+    from liveness_app.outputs import AuditLog, JsonlWriter, RunSummary
+    from liveness_app.pipeline import Pipeline
+    from liveness_app.scorer import create_scorer
+    from liveness_app.sources import open_source
+
+    scorer = create_scorer(model, backend=backend)
+    config = AppConfig(source=source, loop=True, max_faces=max_faces)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="soak-") as tmp, \
+            open_source(source, loop=True) as src, Pipeline(config, scorer) as pipeline, \
+            JsonlWriter(Path(tmp) / "verdicts.jsonl", max_bytes=8 * 2 ** 20, backups=2) as writer, \
+            AuditLog(Path(tmp) / "audit.jsonl", max_bytes=2 * 2 ** 20, backups=2) as audit:
+        summary = RunSummary()
+        print(f"soak: {frames} frames of {source} (looped), model {model or 'bundled'}, backend "
+              f"{scorer.backend_name}, max_faces {max_faces}", file=out)
+        print(f"{'frames':>8} {'fps':>7} {'rss_mib':>9} {'threads':>7} {'tracks':>6} {'smoothers':>9}", file=out)
+        t_window = time.perf_counter()
+        done = 0
+        while done < frames:
+            frame = src.read()
+            if frame is None:
+                raise RuntimeError(f"{source} stopped delivering frames at {done} (it should loop)")
+            result = pipeline.process(frame.image, frame.t, frame.index)
+            summary.add(result)
+            writer.write(result)
+            audit.record(result, pipeline.last_crops)
+            for tid in pipeline.ended_tracks:
+                audit.forget(tid)
+            done += 1
+            if done % every == 0:
+                now = time.perf_counter()
+                gc.collect()  # RSS of live objects, not of garbage that a collection would free
+                row = {"frames": done, "fps": round(every / (now - t_window), 2), "rss_mib": round(rss_mib(), 1),
+                       "threads": threading.active_count(), "tracks": len(pipeline.tracker.tracks),
+                       "smoothers": len(pipeline.smoothers)}
+                rows.append(row)
+                print(f"{row['frames']:>8} {row['fps']:>7.2f} {row['rss_mib']:>9.1f} {row['threads']:>7} "
+                      f"{row['tracks']:>6} {row['smoothers']:>9}", file=out, flush=True)
+                t_window = time.perf_counter()
+        verdicts = summary.to_dict()["verdicts"]
+    verdict = judge(rows, warmup)
+    verdict["verdict_counts"] = verdicts
+    return {"rows": rows, "verdict": verdict}
+
+
+def judge(rows: list[dict], warmup: int) -> dict:
+    """Memory growth after warm-up (%), fps trend (%), thread change; from the per-window rows."""
+    after = [r for r in rows if r["frames"] >= warmup]
+    if len(after) < 2:
+        raise ValueError(f"need at least two windows after the warm-up of {warmup} frames, got {len(after)}")
+    base = after[0]
+    growth = 100.0 * (max(r["rss_mib"] for r in after) - base["rss_mib"]) / base["rss_mib"]
+    third = max(1, len(after) // 3)
+    first = sum(r["fps"] for r in after[:third]) / third
+    last = sum(r["fps"] for r in after[-third:]) / third
+    return {"warmup_frames": base["frames"], "rss_at_warmup_mib": base["rss_mib"],
+            "rss_max_after_warmup_mib": max(r["rss_mib"] for r in after), "rss_end_mib": after[-1]["rss_mib"],
+            "memory_growth_pct": round(growth, 2), "fps_first_third": round(first, 2),
+            "fps_last_third": round(last, 2), "fps_change_pct": round(100.0 * (last - first) / first, 2),
+            "threads_after_warmup": base["threads"], "threads_end": after[-1]["threads"],
+            "max_tracks": max(r["tracks"] for r in rows), "max_smoothers": max(r["smoothers"] for r in rows)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--frames", type=int, default=20000)
+    p.add_argument("--every", type=int, default=1000, help="log a row every this many frames")
+    p.add_argument("--warmup", type=int, default=2000, help="frames before the memory baseline")
+    p.add_argument("--source", default=str(ROOT / "assets" / "demo.mp4"), help="video to loop (640x480 demo)")
+    p.add_argument("--model", default=None, help="checkpoint or config name (default: the bundled model)")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--max-faces", type=int, default=4)
+    p.add_argument("--max-growth", type=float, default=5.0, help="allowed memory growth after warm-up, %%")
+    p.add_argument("--max-slowdown", type=float, default=10.0, help="allowed fps drop, %%")
+    p.add_argument("--json", help="also write rows and verdict as JSON here")
+    args = p.parse_args(argv)
+    if args.frames < 2 * args.every or args.warmup >= args.frames:
+        p.error("--frames must cover at least two --every windows after --warmup")
+    import logging
+    logging.basicConfig(level=logging.WARNING)
+    report = soak(args.frames, args.every, args.source, args.model, args.backend, args.warmup,
+                  max_faces=args.max_faces)
+    v = report["verdict"]
+    leaked = v["threads_end"] - v["threads_after_warmup"]
+    ok = v["memory_growth_pct"] <= args.max_growth and v["fps_change_pct"] >= -args.max_slowdown and leaked <= 0
+    print(f"verdict: memory growth after warm-up {v['memory_growth_pct']:+.2f} % "
+          f"({v['rss_at_warmup_mib']:.1f} -> max {v['rss_max_after_warmup_mib']:.1f} MiB, end "
+          f"{v['rss_end_mib']:.1f}); fps {v['fps_first_third']:.2f} -> {v['fps_last_third']:.2f} "
+          f"({v['fps_change_pct']:+.2f} %); threads {v['threads_after_warmup']} -> {v['threads_end']}; "
+          f"max tracks {v['max_tracks']}, max smoothers {v['max_smoothers']}; "
+          f"{'PASS' if ok else 'FAIL'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
