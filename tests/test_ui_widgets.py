@@ -66,6 +66,14 @@ def test_video_view_keeps_aspect_and_paints_boxes_from_result(qtbot) -> None:
         c = img.pixelColor(int(round(r.left())), int(r.center().y()))
         want = VERDICT_COLORS[tr.verdict]
         assert abs(c.red() - want.red()) < 40 and abs(c.green() - want.green()) < 40, (tr.verdict, c.name())
+    # a result older than the frame (a slow model) is drawn faded: the face may have moved since
+    view.set_frame(frame, t=5.0)
+    view.set_result(FrameResult(index=0, t=1.0, frame=None, tracks=(live,)))
+    assert view.overlay_lag() == pytest.approx(4.0)
+    faded = view.grab().toImage().pixelColor(int(round(view.track_rect(live).left())),
+                                            int(view.track_rect(live).center().y()))
+    assert abs(faded.green() - VERDICT_COLORS["live"].green()) > 20
+    view.set_result(_result(live, attack))
     # clicking inside a box selects that face
     hits = []
     view.track_clicked.connect(hits.append)

@@ -52,8 +52,15 @@ def _undo_opencv_qt_env() -> None:
             del os.environ[key]
 
 
-def run_gui(config: AppConfig) -> int:
-    """Run the window (or the kiosk with ``config.kiosk``) until it is closed; returns the exit code."""
+def run_gui(config: AppConfig, *, exit_process: bool = True) -> int:
+    """Run the window (or the kiosk with ``config.kiosk``) until it is closed; returns the exit code.
+
+    With ``exit_process`` (the app) the process ends right after the window has closed and the worker has
+    stopped: logs and streams are flushed, then ``os._exit``. Everything of ours (JSONL, settings, camera,
+    detector) is closed by then, and the interpreter's own teardown (torch's exit handlers alone took about
+    1.8 s on the development machine) would otherwise break the "closed within 2 s" promise. Tests that
+    call ``run_gui`` in-process pass ``exit_process=False`` and get the code back.
+    """
     _undo_opencv_qt_env()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("liveness")
@@ -70,14 +77,17 @@ def run_gui(config: AppConfig) -> int:
     log.info("%s window open (platform %s)", "kiosk" if config.kiosk else "main",
              QGuiApplication.platformName())
     tick = _install_signal_handlers(window)
-    code = app.exec()
+    code = int(app.exec())
     tick.stop()
-    if not getattr(window, "shutdown_ok", True):
-        # The worker thread did not finish in time; letting Python tear Qt down now would abort on a running
-        # QThread. Log, flush and leave at once: the OS releases the camera and the model.
+    clean = getattr(window, "shutdown_ok", True)
+    if not clean:
+        # The worker thread did not finish in time (a model still loading, a blocked driver): letting Python
+        # tear Qt down now would abort on a running QThread. The OS releases the camera and the model.
         log.warning("exiting with the pipeline worker still busy")
+    if exit_process or not clean:
+        log.info("window closed; exiting with code %d", code)
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-    return int(code)
+    return code

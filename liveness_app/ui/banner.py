@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PySide6.QtCore import QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QPainter, QPaintEvent
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPaintEvent
 from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
 
 from ..types import FrameResult, TrackResult
@@ -89,25 +89,31 @@ class VerdictBanner(QWidget):
     def text(self) -> str:
         return self._message.text
 
+    def _fitted(self, text: str, bold: bool, pixels: int) -> QFont:
+        """The font at ``pixels`` high, shrunk until ``text`` fits in 92 % of the width on one line."""
+        f = QFont(self.font())
+        f.setBold(bold)
+        size = max(8, pixels)
+        while True:
+            f.setPixelSize(size)
+            if size <= 8 or QFontMetrics(f).horizontalAdvance(text) <= self.width() * 0.92:
+                return f
+            size = int(size * 0.9)
+
     def paintEvent(self, event: QPaintEvent) -> None:
         p = QPainter(self)
         p.fillRect(self.rect(), kind_color(self._message.kind))
         p.setPen(QColor(255, 255, 255))
-        f = QFont(self.font())
-        f.setBold(True)
-        f.setPixelSize(int(self.height() * (0.5 if self._message.detail else 0.6)))
-        p.setFont(f)
         m = self._message
         if m.detail:
-            top = QRectF(0, 0, self.width(), self.height() * 0.68)
-            p.drawText(top, Qt.AlignmentFlag.AlignCenter, m.text)
-            f.setBold(False)
-            f.setPixelSize(max(10, int(self.height() * 0.2)))
-            p.setFont(f)
+            p.setFont(self._fitted(m.text, True, int(self.height() * 0.5)))
+            p.drawText(QRectF(0, 0, self.width(), self.height() * 0.68), Qt.AlignmentFlag.AlignCenter, m.text)
+            p.setFont(self._fitted(m.detail, False, max(10, int(self.height() * 0.2))))
             p.drawText(QRectF(0, self.height() * 0.64, self.width(), self.height() * 0.34),
                        Qt.AlignmentFlag.AlignCenter, m.detail)
         else:
-            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, m.text)
+            p.setFont(self._fitted(m.text, True, int(self.height() * 0.6)))
+            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, m.text)
         p.end()
 
 

@@ -79,8 +79,8 @@ class ExpertsPanel(QWidget):
             p.drawText(QRectF(2, y0, label_w - 4, row_h), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
                        f"layer {i + 1}")
             n = max(len(row), 1)
-            # Scale so the largest share of this row fills 90 % of the height (shares are small when n is big).
-            top_v = max(max(row), 1.0 / n) / 0.9
+            # The uniform share 1/n sits at half height at most, so both favoured and starved experts show.
+            top_v = max(max(row), 2.0 / n) / 0.95
             bw = area.width() / n
             best = max(range(len(row)), key=row.__getitem__)
             p.setPen(Qt.PenStyle.NoPen)

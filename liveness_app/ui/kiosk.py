@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from PySide6.QtCore import Qt, QTimer, Slot
-from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtGui import QCloseEvent, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from ..config import AppConfig
@@ -65,6 +65,11 @@ class KioskWindow(QWidget):
         c.state_changed.connect(self._on_state)
         c.notice.connect(lambda level, msg: log.info("kiosk notice (%s): %s", level, msg))
         if fullscreen:
+            screen = self.screen() or QGuiApplication.primaryScreen()
+            if screen is not None:
+                # without a window manager (a bare X session on a kiosk) nobody honours the fullscreen state:
+                # cover the screen ourselves as well
+                self.setGeometry(screen.geometry())
             self.showFullScreen()
         if autostart:
             self.controller.start(self.config)
@@ -77,7 +82,7 @@ class KioskWindow(QWidget):
     def _on_frame_ready(self) -> None:
         frame = self.controller.take_frame()
         if frame is not None:
-            self.video_view.set_frame(frame.image)
+            self.video_view.set_frame(frame.image, frame.t)
 
     @Slot(object)
     def _on_result(self, result: FrameResult) -> None:

@@ -7,6 +7,7 @@ import datetime as _dt
 import json
 import logging
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,10 @@ class MainWindow(QMainWindow):
     def __init__(self, config: AppConfig, *, settings: SettingsStore | None = None,
                  controller: WorkerController | None = None, autostart: bool = True):
         super().__init__()
-        self.base_config = config  # what the command line / config file asked for (Reset returns here)
+        # What the command line / config file asked for (Reset returns here). The window shows the MoE routing
+        # by default (a second pass of the image tower per frame); unticking it is remembered.
+        self.base_config = config if config.expert_weights else config.replace(expert_weights=True)
+        config = self.base_config
         self.store = settings or SettingsStore()
         remembered = self.store.values()
         self.config = merge_remembered(config, remembered)
@@ -113,9 +117,8 @@ class MainWindow(QMainWindow):
         self.selected: int | None = None  # a clicked face; None follows the main (largest) face
         self._pinned = False
         self.frames_shown = 0
-        self._frames_at = (time.monotonic(), 0)
-        self._display_fps = 0.0
-        self._scored_fps = 0.0
+        self._shown_at: deque[float] = deque(maxlen=600)  # arrival times, for the fps readout
+        self._scored_at: deque[float] = deque(maxlen=600)
         self._state = "idle"
         self.shutdown_ok = True
         self._pool = QThreadPool(self)
@@ -156,9 +159,12 @@ class MainWindow(QMainWindow):
         self.experts_panel = ExpertsPanel()
         side = QWidget()
         sv = QVBoxLayout(side)
-        sv.addWidget(QLabel("<b>Selected face</b> (click a face to select it)"))
+        header = QLabel("<b>Selected face</b> (click a face to select it)")
+        header.setWordWrap(True)
+        sv.addWidget(header)
         sv.addWidget(self.score_plot)
-        self.experts_check = QCheckBox("Show expert routing (second model pass)")
+        self.experts_check = QCheckBox("Show expert routing")
+        self.experts_check.setToolTip("Runs the image tower a second time per frame to read the MoE routing")
         sv.addWidget(self.experts_check)
         sv.addWidget(self.experts_panel)
         sv.addWidget(self._build_decision_group())
@@ -166,13 +172,15 @@ class MainWindow(QMainWindow):
         scroll = QScrollArea()
         scroll.setWidget(side)
         scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(340)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(300)
 
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(left)
         splitter.addWidget(scroll)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 1)
+        splitter.setSizes([900, 360])
         self.setCentralWidget(splitter)
         self._build_toolbar()
         self._build_status_bar()
@@ -191,6 +199,7 @@ class MainWindow(QMainWindow):
         row.addWidget(self.threshold_spin)
         form.addRow("Threshold", row)
         self.threshold_note = QLabel("")
+        self.threshold_note.setWordWrap(True)
         self.threshold_note.setStyleSheet("color: gray;")
         form.addRow("", self.threshold_note)
         self.hysteresis_spin = QDoubleSpinBox()
@@ -440,12 +449,14 @@ class MainWindow(QMainWindow):
         frame = self.controller.take_frame()
         if frame is None:
             return
-        self.video_view.set_frame(frame.image)
+        self.video_view.set_frame(frame.image, frame.t)
         self.frames_shown += 1
+        self._shown_at.append(time.monotonic())
 
     @Slot(object)
     def _on_result(self, result: FrameResult) -> None:
         self.last_result = result
+        self._scored_at.append(time.monotonic())
         self.video_view.set_result(result)
         self.score_plot.add_result(result)
         ids = {t.track_id for t in result.tracks}
@@ -522,20 +533,27 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_stats(self, stats: dict) -> None:
-        self._scored_fps = float(stats.get("scored_fps", 0.0))
+        self.capture_stats = stats  # capture rate and dropped-frame counters (shown in the fps tooltip)
 
     @Slot()
     def _on_stopped(self) -> None:
         if self.controller.worker is None:
             self.start_action.setText("Start")
 
+    @staticmethod
+    def _rate(times: deque[float], now: float, window_s: float = 3.0) -> float:
+        while times and now - times[0] > window_s:
+            times.popleft()
+        return len(times) / window_s
+
     def _refresh_status(self) -> None:
         now = time.monotonic()
-        t0, n0 = self._frames_at
-        if now - t0 > 0:
-            self._display_fps = (self.frames_shown - n0) / (now - t0)
-        self._frames_at = (now, self.frames_shown)
-        self.status_fps.setText(f"display {self._display_fps:.1f} fps · scored {self._scored_fps:.1f} fps")
+        self.status_fps.setText(f"display {self._rate(self._shown_at, now):.1f} fps · "
+                                f"scored {self._rate(self._scored_at, now):.1f} fps")
+        stats = getattr(self, "capture_stats", None)
+        if stats:
+            self.status_fps.setToolTip(f"capture {stats.get('capture_fps', 0):.1f} fps; frames not shown "
+                                       f"{stats.get('display_dropped', 0)}, not scored {stats.get('capture_dropped', 0)}")
 
     # ------------------------------------------------------------------ user actions
     def select_track(self, track_id: int) -> None:

@@ -132,8 +132,10 @@ class ScorePlot(QWidget):
             x = area.left() + area.width() * (1.0 - s / window)
             p.drawText(QRectF(x - 20, area.bottom() + 2, 40, fm.height()), Qt.AlignmentFlag.AlignHCenter,
                        f"-{s}s" if s else "now")
-        title = "P(attack) of the selected face" if self._track is None else f"P(attack), face #{self._track}"
+        title = "P(attack), selected face" if self._track is None else f"P(attack), face #{self._track}"
         p.drawText(QRectF(left, 2, area.width(), fm.height()), Qt.AlignmentFlag.AlignLeft, title)
+        legend = "· raw   — smoothed"
+        show_legend = fm.horizontalAdvance(title) + fm.horizontalAdvance(legend) + 16 < area.width()
 
         for th in self._thresholds:
             p.setPen(QPen(QColor(200, 200, 200, 140), 1, Qt.PenStyle.DashLine))
@@ -161,6 +163,7 @@ class ScorePlot(QWidget):
                 p.drawLine(xy(prev.t, prev.smoothed), xy(pt.t, pt.smoothed))
             prev = pt
         p.setClipping(False)
-        p.setPen(QColor(170, 175, 185))
-        p.drawText(QRectF(left, 2, area.width(), fm.height()), Qt.AlignmentFlag.AlignRight, "· raw   — smoothed")
+        if show_legend:
+            p.setPen(QColor(170, 175, 185))
+            p.drawText(QRectF(left, 2, area.width(), fm.height()), Qt.AlignmentFlag.AlignRight, legend)
         p.end()

@@ -45,6 +45,8 @@ class VideoView(QWidget):
         self.setMinimumSize(320, 240)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         self._frame: np.ndarray | None = None
+        self._frame_t: float | None = None
+        self.stale_after_s = 0.5  # overlays of an older result are drawn faded: the face may have moved
         self._image: QImage | None = None
         self._result: FrameResult | None = None
         self._selected: int | None = None
@@ -54,11 +56,18 @@ class VideoView(QWidget):
         self.overlay_count = 0  # face overlays drawn in the last paint
 
     # ----------------------------------------------------------------- data in
-    def set_frame(self, frame: np.ndarray | None) -> None:
-        """Show ``frame`` (BGR uint8) at the next paint; None clears the view to the placeholder text."""
+    def set_frame(self, frame: np.ndarray | None, t: float | None = None) -> None:
+        """Show ``frame`` (BGR uint8, taken at source time ``t``) at the next paint; None shows the placeholder."""
         self._frame = frame
+        self._frame_t = t
         self._image = None if frame is None else bgr_to_qimage(frame)
         self.update()
+
+    def overlay_lag(self) -> float:
+        """Source seconds between the shown frame and the result whose overlays are drawn on it (0 if unknown)."""
+        if self._result is None or self._frame_t is None:
+            return 0.0
+        return max(0.0, self._frame_t - self._result.t)
 
     def set_result(self, result: FrameResult | None) -> None:
         """Draw this result's tracks over whatever frame is newest (boxes are in frame pixels)."""
@@ -135,6 +144,8 @@ class VideoView(QWidget):
         p.drawImage(self.image_rect(), self._image)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         if self._result is not None:
+            if self.overlay_lag() > self.stale_after_s:
+                p.setOpacity(0.4)  # a slow model: these boxes are where the faces were, not where they are
             for track in self._result.tracks:
                 self._paint_track(p, track)
                 self.overlay_count += 1
