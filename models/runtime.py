@@ -355,13 +355,14 @@ def verify(runtime: Runtime, module: LivenessScorer, batch: int = 3) -> float:
 
 def create_runtime(checkpoint: Checkpoint, backend: str = "auto", *, cache_dir: "str | Path | None" = None,
                    max_batch: int = _export.MAX_BATCH, threads: int | None = None,
-                   check: bool = True) -> Runtime:
+                   check: bool = True, fallback: bool = True) -> Runtime:
     """Build the runtime for ``backend`` (auto | tensorrt | cuda | cpu, or a CPU engine by name).
 
     ``tensorrt`` falls back to ``cuda`` then ``cpu``, ``cuda`` to ``cpu``, ``cpu`` tries OpenVINO, ONNX Runtime,
     torch; each fallback is logged and put in ``runtime.notice`` with its reason. ``auto``'s notice also names
     the choice. A CPU engine named explicitly (benchmarks, tests) never falls back. ``check`` compares each
-    candidate with torch eager fp32 before accepting it (see ``verify``).
+    candidate with torch eager fp32 before accepting it (see ``verify``). ``fallback=False`` builds exactly
+    ``backend`` (``cpu``: OpenVINO) or raises RuntimeError, as the benchmark needs.
     """
     names = BACKENDS + CPU_ENGINES
     if backend not in names:
@@ -371,6 +372,10 @@ def create_runtime(checkpoint: Checkpoint, backend: str = "auto", *, cache_dir: 
     cpu_chain = list(CPU_ENGINES)
     chain = {"auto": ["tensorrt", "cuda"] + cpu_chain, "tensorrt": ["tensorrt", "cuda"] + cpu_chain,
              "cuda": ["cuda"] + cpu_chain, "cpu": cpu_chain}.get(backend, [backend])
+    if not fallback:
+        if backend == "auto":
+            raise ValueError("fallback=False needs a concrete backend, not 'auto'")
+        chain = chain[:1]
     failures: list[str] = []
     for kind in chain:
         try:
@@ -380,7 +385,7 @@ def create_runtime(checkpoint: Checkpoint, backend: str = "auto", *, cache_dir: 
             log.info("backend %s ready in %.1f s (max |dP| vs eager fp32 %.1e)", rt.name, time.perf_counter() - t0,
                      diff)
         except Exception as e:  # noqa: BLE001 - any failure of an optional runtime means: try the next one
-            if kind == backend and backend in CPU_ENGINES:
+            if not fallback or (kind == backend and backend in CPU_ENGINES):
                 raise RuntimeError(f"backend {backend!r} failed: {e}") from e
             reason = f"{kind}: {e}".splitlines()[0]
             quiet = backend == "auto" and kind in ("tensorrt", "cuda")  # expected on every machine without a GPU

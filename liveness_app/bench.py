@@ -1,0 +1,312 @@
+"""Benchmark: per-stage latency, end-to-end frames per second, crops per second per backend, peak memory.
+
+    python -m liveness_app.bench                        # bundled model (else fresh ViT-Ti-16-128), all backends
+    python -m liveness_app.bench --json bench.json      # also write the results as JSON
+    python -m liveness_app.bench --model ViT-B-16 --backends torch,openvino --batches 1,8
+
+Two parts, both after warm-up, reported as median / p95:
+1. End-to-end, headless, on a video (default: a generated 640x480 clip of one real face, else the bundled
+   demo): decode -> detect -> track -> crop -> score -> smooth -> write one JSONL line, every frame scored,
+   on the backend the app would pick (``--e2e-backend``, default auto). Peak RSS is read right after this
+   part, so it is the headless app's footprint (pipeline, detector, one backend), before other backends load.
+2. The model alone: crops per second at each batch size for each available backend, agreement with torch
+   eager fp32, and the speed-up over torch eager.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("decode", "detect", "track", "crop", "score", "smooth", "write")
+DEFAULT_CONFIG = "ViT-Ti-16-128"  # the bundled model's geometry, used while the bundled file is absent
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, MiB (Linux reports ru_maxrss in KiB)."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024.0 if sys.platform != "darwin" else kb / 2 ** 20
+
+
+def stats(values_ms: list[float]) -> dict[str, float]:
+    """median / p95 / mean of a list of milliseconds (empty list -> zeros)."""
+    if not values_ms:
+        return {"median": 0.0, "p95": 0.0, "mean": 0.0, "n": 0}
+    a = np.asarray(values_ms, dtype=np.float64)
+    return {"median": float(np.median(a)), "p95": float(np.percentile(a, 95)), "mean": float(a.mean()),
+            "n": int(a.size)}
+
+
+def time_calls(fn: Callable[[], Any], warmup: int, repeats: int, min_seconds: float = 0.0) -> list[float]:
+    """Milliseconds per call of ``fn`` after ``warmup`` calls; at least ``repeats`` calls and ``min_seconds``."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    t_end = time.perf_counter() + min_seconds
+    while len(times) < repeats or time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def default_video(folder: Path, frames: int) -> Path:
+    """A 640x480 clip of one real face (tests/media.py) in ``folder``, else the bundled demo video."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        from media import make_face_video
+    except ImportError:
+        demo = ROOT / "assets" / "demo.mp4"
+        if not demo.is_file():
+            raise FileNotFoundError("no video: pass --video PATH (tests/media.py and assets/demo.mp4 are absent)")
+        return demo
+    finally:
+        sys.path.pop(0)
+    path = folder / "bench_face_640x480.mp4"
+    make_face_video(path, frames=frames, size=(640, 480), fps=30.0, face_side=(170, 230))
+    return path
+
+
+def bench_end_to_end(model: Any, backend: str, video: Path, warmup: int, max_frames: int | None) -> dict:
+    """Run the headless loop on ``video``; per-stage ms, frames/s over the frames after ``warmup``."""
+    from .config import AppConfig
+    from .outputs import JsonlWriter
+    from .pipeline import Pipeline
+    from .scorer import create_scorer
+    from .sources import open_source
+
+    t0 = time.perf_counter()
+    scorer = create_scorer(model, backend=backend)
+    startup_s = time.perf_counter() - t0
+    per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
+    frames = scored = faces = 0
+    wall = 0.0
+    with tempfile.TemporaryDirectory() as tmp, open_source(str(video)) as src, \
+            Pipeline(AppConfig(), scorer) as pipe, JsonlWriter(Path(tmp) / "verdicts.jsonl") as writer:
+        width = height = 0
+        i = 0
+        while max_frames is None or i < max_frames:
+            ta = time.perf_counter()
+            frame = src.read()
+            tb = time.perf_counter()
+            if frame is None:
+                break
+            result = pipe.process(frame.image, frame.t, frame.index)
+            tc = time.perf_counter()
+            writer.write(result)
+            td = time.perf_counter()
+            height, width = frame.image.shape[:2]
+            if i >= warmup:
+                frames += 1
+                wall += td - ta
+                per_stage["decode"].append((tb - ta) * 1e3)
+                for s in ("detect", "track", "crop", "score", "smooth"):
+                    per_stage[s].append(result.timings_ms.get(s, 0.0))
+                per_stage["write"].append((td - tc) * 1e3)
+                faces += len(result.tracks)
+                scored += int(bool(result.tracks) and all(t.raw_score is not None for t in result.tracks))
+            i += 1
+    if frames == 0:
+        raise ValueError(f"{video}: fewer than {warmup + 1} frames; nothing measured after warm-up")
+    return {"video": str(video), "size": [width, height], "frames": frames, "warmup_frames": warmup,
+            "backend": scorer.backend_name, "notice": scorer.notice, "startup_s": round(startup_s, 2),
+            "stages_ms": {s: stats(v) for s, v in per_stage.items()},
+            "frame_ms": stats([sum(per_stage[s][k] for s in STAGES) for k in range(frames)]),
+            "fps": frames / wall, "frames_scored": scored / frames, "faces_per_frame": faces / frames}
+
+
+def bench_model(ckpt: Any, backends: list[str], batches: list[int], warmup: int, repeats: int,
+                min_seconds: float) -> dict:
+    """Crops per second at each batch for each backend (no fallback), with agreement vs torch eager fp32."""
+    import torch
+
+    from models.export import example_input
+    from models.runtime import create_runtime
+
+    module = ckpt.model.scorer().eval()
+    size = ckpt.preprocessing.size
+    out: dict[str, Any] = {}
+    for name in backends:
+        t0 = time.perf_counter()
+        try:
+            runtime = create_runtime(ckpt, name, fallback=False)
+        except Exception as e:  # noqa: BLE001 - an unavailable backend is a row of the table, not a crash
+            out[name] = {"error": str(e).splitlines()[0]}
+            log.info("backend %s unavailable: %s", name, e)
+            continue
+        row: dict[str, Any] = {"runtime": runtime.name, "device": runtime.device,
+                               "startup_s": round(time.perf_counter() - t0, 2), "batches": {}}
+        x_check = example_input(size, 8, seed=99)
+        with torch.inference_mode():
+            ref = module(x_check).numpy()
+        row["max_abs_diff_vs_eager_fp32"] = float(np.abs(runtime(x_check) - ref).max())
+        row["tolerance"] = runtime.tolerance
+        for b in batches:
+            x = example_input(size, b, seed=b).numpy()
+            times = time_calls(lambda: runtime(x), warmup, repeats, min_seconds)
+            st = stats(times)
+            row["batches"][str(b)] = {"median_ms": st["median"], "p95_ms": st["p95"],
+                                      "ms_per_crop": st["median"] / b, "crops_per_s": 1e3 * b / st["median"]}
+        out[name] = row
+        del runtime
+    ref_row = out.get("torch", {}).get("batches")
+    if ref_row:
+        for name, row in out.items():
+            if "batches" in row:
+                row["speedup_vs_torch"] = {b: ref_row[b]["median_ms"] / r["median_ms"]
+                                           for b, r in row["batches"].items() if b in ref_row}
+    return out
+
+
+def machine_info() -> dict:
+    import torch
+    info = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                               info["cpu"])
+    except OSError:
+        pass
+    for mod in ("openvino", "onnxruntime", "cv2", "mediapipe"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - not installed
+            pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    info["load_avg_1min"] = os.getloadavg()[0]
+    return info
+
+
+def format_table(res: dict) -> str:
+    """The human-readable report printed on stdout."""
+    lines = [f"model: {res['model']}  ({res['model_note']})" if res.get("model_note") else f"model: {res['model']}",
+             "machine: " + ", ".join(f"{k} {v}" for k, v in res["machine"].items())]
+    e2e = res.get("e2e")
+    if e2e and "error" not in e2e:
+        w, h = e2e["size"]
+        lines += ["", f"end-to-end, headless: {e2e['frames']} frames of {w}x{h} after {e2e['warmup_frames']} "
+                      f"warm-up, backend {e2e['backend']}",
+                  f"{'stage':<8} {'median ms':>10} {'p95 ms':>8}"]
+        for s, st in e2e["stages_ms"].items():
+            lines.append(f"{s:<8} {st['median']:>10.2f} {st['p95']:>8.2f}")
+        fm = e2e["frame_ms"]
+        lines += [f"{'frame':<8} {fm['median']:>10.2f} {fm['p95']:>8.2f}",
+                  f"frames/s {e2e['fps']:.1f}   frames with every face scored {100 * e2e['frames_scored']:.0f} %"
+                  f"   faces/frame {e2e['faces_per_frame']:.2f}   start-up {e2e['startup_s']:.1f} s"]
+    elif e2e:
+        lines += ["", f"end-to-end: not run ({e2e['error']})"]
+    lines.append(f"peak RSS after end-to-end (headless app, one backend): {res['peak_rss_mb']['after_e2e']:.0f} MiB"
+                 if res["peak_rss_mb"].get("after_e2e") else "")
+    lines += ["", "model alone (normalised batch in, probabilities out):"]
+    batches = res["batches"]
+    head = f"{'backend':<13} {'start s':>7} {'max|dP|':>8} " + " ".join(
+        f"{'b' + str(b) + ' ms':>8} {'crops/s':>8}" for b in batches) + "  speed-up vs torch"
+    lines.append(head)
+    for name, row in res["backends"].items():
+        if "error" in row:
+            lines.append(f"{name:<13} unavailable: {row['error']}")
+            continue
+        cells = " ".join(f"{row['batches'][str(b)]['median_ms']:>8.2f} {row['batches'][str(b)]['crops_per_s']:>8.0f}"
+                         for b in batches)
+        sp = row.get("speedup_vs_torch", {})
+        sp_txt = " ".join(f"b{b} x{v:.2f}" for b, v in sp.items())
+        lines.append(f"{row['runtime']:<13} {row['startup_s']:>7.1f} {row['max_abs_diff_vs_eager_fp32']:>8.1e} "
+                     f"{cells}  {sp_txt}")
+    lines.append(f"peak RSS at the end (all backends loaded): {res['peak_rss_mb']['end']:.0f} MiB")
+    return "\n".join(ln for ln in lines if ln is not None)
+
+
+def available_backends() -> list[str]:
+    """torch, then the installed CPU engines, then cuda / tensorrt where a GPU is present."""
+    import importlib.util
+
+    import torch
+    names = ["torch"] + [m for m in ("onnxruntime", "openvino") if importlib.util.find_spec(m) is not None]
+    if torch.cuda.is_available():
+        names += ["cuda", "tensorrt"]
+    return names
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run the benchmark described by parsed ``args``; returns the results dict (also what --json writes)."""
+    from .scorer import DEFAULT_MODEL, load_weights
+
+    model = args.model
+    note = ""
+    if model is None:
+        if DEFAULT_MODEL.is_file():
+            model = str(DEFAULT_MODEL)
+        else:
+            model, note = DEFAULT_CONFIG, "bundled model absent: fresh weights of its config, same speed"
+    elif not Path(model).is_file():
+        note = "config name: fresh weights"
+    res: dict[str, Any] = {"model": model, "model_note": note, "machine": machine_info(),
+                           "batches": args.batches, "peak_rss_mb": {}}
+    ckpt = load_weights(model)
+    if not args.no_e2e:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                video = Path(args.video) if args.video else default_video(Path(tmp), args.frames + args.warmup)
+                if not video.is_file():
+                    raise FileNotFoundError(f"video not found: {video}")
+                res["e2e"] = bench_end_to_end(ckpt, args.e2e_backend, video, args.warmup,
+                                              args.frames + args.warmup)
+            except (ImportError, FileNotFoundError, ValueError) as e:
+                res["e2e"] = {"error": str(e)}
+        res["peak_rss_mb"]["after_e2e"] = peak_rss_mb()
+    backends = args.backends or available_backends()
+    res["backends"] = bench_model(ckpt, backends, args.batches, args.warmup, args.repeats, args.min_seconds)
+    res["peak_rss_mb"]["end"] = peak_rss_mb()
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m liveness_app.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", help="checkpoint or config name (default: the bundled model, else "
+                                    f"fresh {DEFAULT_CONFIG})")
+    ap.add_argument("--backends", type=lambda s: [b.strip() for b in s.split(",") if b.strip()],
+                    help="comma list of torch, onnxruntime, openvino, cuda, tensorrt (default: all available)")
+    ap.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], default=[1, 8, 16])
+    ap.add_argument("--video", help="video for the end-to-end part (default: a generated 640x480 face clip)")
+    ap.add_argument("--frames", type=int, default=300, help="frames measured end to end after warm-up")
+    ap.add_argument("--e2e-backend", default="auto", help="backend of the end-to-end part (default: auto)")
+    ap.add_argument("--no-e2e", action="store_true", help="skip the end-to-end part")
+    ap.add_argument("--warmup", type=int, default=10, help="warm-up calls / frames before timing")
+    ap.add_argument("--repeats", type=int, default=50, help="timed calls per backend and batch (at least)")
+    ap.add_argument("--min-seconds", type=float, default=1.0, help="time each backend and batch at least this long")
+    ap.add_argument("--json", help="write the results as JSON to this file")
+    ap.add_argument("--log-level", default="WARNING")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if any(b < 1 for b in args.batches) or args.frames < 1 or args.warmup < 0 or args.repeats < 1:
+        ap.error("--batches, --frames and --repeats must be >= 1, --warmup >= 0")
+    try:
+        res = run(args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 2
+    print(format_table(res))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

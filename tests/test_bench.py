@@ -1,0 +1,52 @@
+"""Smoke test of the benchmark on the tiny config (correctness of its report, never its timings)."""
+import json
+
+import pytest
+import torch
+
+from liveness_app import bench
+
+
+def test_bench_reports_every_stage_backend_and_memory(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    backends = ["torch", "onnxruntime"] + ([] if torch.cuda.is_available() else ["cuda"])
+    code = bench.main(["--model", "test-tiny", "--frames", "4", "--warmup", "2", "--repeats", "3",
+                       "--min-seconds", "0", "--batches", "1,3", "--backends", ",".join(backends),
+                       "--e2e-backend", "cpu", "--json", str(out)])
+    assert code == 0
+    table = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    e2e = res["e2e"]
+    assert "error" not in e2e, e2e
+    assert e2e["size"] == [640, 480] and e2e["frames"] == 4 and e2e["warmup_frames"] == 2
+    assert e2e["frames_scored"] == 1.0 and e2e["faces_per_frame"] == 1.0  # one real face, found and scored
+    assert set(e2e["stages_ms"]) == set(bench.STAGES)
+    for st in e2e["stages_ms"].values():
+        assert st["n"] == 4 and 0 <= st["median"] <= st["p95"]
+    assert e2e["stages_ms"]["score"]["median"] > 0 and e2e["stages_ms"]["detect"]["median"] > 0
+    assert e2e["fps"] > 0 and e2e["backend"].endswith("-cpu")
+    for name in ("torch", "onnxruntime"):
+        row = res["backends"][name]
+        assert set(row["batches"]) == {"1", "3"}
+        assert row["max_abs_diff_vs_eager_fp32"] <= row["tolerance"]
+        for b, r in row["batches"].items():
+            assert r["crops_per_s"] == pytest.approx(1e3 * int(b) / r["median_ms"])
+    assert res["backends"]["torch"]["speedup_vs_torch"]["1"] == pytest.approx(1.0)
+    if "cuda" in backends:
+        assert "no CUDA GPU" in res["backends"]["cuda"]["error"]
+        assert "cuda" in table and "unavailable" in table
+    assert 0 < res["peak_rss_mb"]["after_e2e"] <= res["peak_rss_mb"]["end"]
+    for word in ("decode", "detect", "track", "crop", "score", "smooth", "frames/s", "crops/s", "peak RSS"):
+        assert word in table
+
+
+def test_bench_rejects_a_missing_video(tmp_path, capsys):
+    code = bench.main(["--model", "test-tiny", "--backends", "torch", "--video", str(tmp_path / "none.mp4"),
+                       "--repeats", "1", "--min-seconds", "0", "--batches", "1", "--warmup", "0"])
+    assert code == 0  # the model part still runs; the end-to-end row says why it did not
+    assert f"video not found: {tmp_path / 'none.mp4'}" in capsys.readouterr().out
+
+
+def test_stats_are_median_and_p95():
+    s = bench.stats([float(v) for v in range(1, 101)])
+    assert s["median"] == pytest.approx(50.5) and s["p95"] == pytest.approx(95.05) and s["n"] == 100
