@@ -158,12 +158,19 @@ def _loop_live(config, source, pipeline, writer, audit, summary, stop) -> None:
     reader = LatestFrameReader(source, backoff_s=config.reopen_backoff_s, backoff_max_s=config.reopen_backoff_max_s,
                                no_signal_after_s=config.no_signal_after_s).start()
     outages = 0
+    reported = False  # a "no signal" was recorded since the last frame (one per outage or stall)
     try:
         while not stop["flag"] and (config.max_frames is None or summary.frames < config.max_frames):
             frame = reader.latest(timeout=0.2)
-            if reader.outages > outages:  # the camera was lost since the last frame (it may be back already)
-                outages = reader.outages
+            lost = reader.outages > outages  # the camera was lost since the last frame (it may be back already)
+            stalled = frame is None and reader.status == "no signal"  # a read blocked longer than no_signal_after_s
+            outages = reader.outages
+            if (lost or stalled) and not reported:
+                reported = True
+                log.warning("no signal from %r", config.source_spec)
                 _handle(pipeline.status_result(-1, time.monotonic(), "no signal"), pipeline, writer, audit, summary)
+            if frame is not None and reader.status == "ok":  # delivered after the outage, not a stale one
+                reported = False
             if frame is None:
                 if reader.status in ("end of stream", "stopped"):
                     break

@@ -28,6 +28,28 @@ _SMOOTHING_KEYS = ("threshold", "hysteresis", "ema_tau_s", "min_evidence_frames"
 _DETECTOR_KEYS = ("detector_model", "detector_min_confidence")
 
 
+def as_bgr(image: np.ndarray) -> np.ndarray:
+    """Any frame a source may yield -> BGR H x W x 3 uint8: grey (H W or H W 1) and BGRA are converted,
+    16-bit and float images are scaled to 8 bit. Raises ValueError naming the shape/dtype when it is no image."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        if image.dtype == np.uint16:
+            image = (image >> 8).astype(np.uint8)
+        elif np.issubdtype(image.dtype, np.floating):  # assume [0, 1] as OpenCV does for float images
+            image = np.clip(np.nan_to_num(image) * 255.0, 0, 255).astype(np.uint8)
+        else:
+            raise ValueError(f"unsupported frame dtype {image.dtype} (shape {image.shape})")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"expected an image frame H x W (x 1, 3 or 4), got shape {image.shape}")
+    return image
+
+
 class Pipeline:
     """The real-time engine between a frame and a verdict (see the module docstring)."""
 
@@ -58,6 +80,7 @@ class Pipeline:
         c = self.config
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
+        frame_bgr = as_bgr(frame_bgr)
         boxes = self.detector.detect(frame_bgr, t)
         t1 = time.perf_counter()
         timings["detect"] = (t1 - t0) * 1e3
