@@ -249,7 +249,8 @@ class CudaRuntime(Runtime):
         self.dtype, self._dev = dtype, dev
         # a copy: the checkpoint's model shares ``visual`` with the scorer and must stay fp32 on the CPU
         self.module = copy.deepcopy(module).to(dev, dtype).eval()
-        self._fn = torch.compile(self.module, dynamic=False) if compile else self.module
+        # dynamic batch: one compilation serves every bucket (a static one would recompile per bucket)
+        self._fn = torch.compile(self.module, dynamic=True) if compile else self.module
         self.compiled = compile
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self.buckets = [b for b in (2 ** i for i in range(13)) if b < max_batch] + [max_batch]
