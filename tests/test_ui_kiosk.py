@@ -43,7 +43,8 @@ def make_kiosk(qtbot):
         assert k.shutdown_ok and k.controller.idle
 
 
-def test_kiosk_is_fullscreen_frameless_without_controls_and_shows_verdicts(qtbot, make_kiosk, tiny_checkpoint, face_clip):
+def test_kiosk_is_fullscreen_frameless_without_controls_and_shows_verdicts(qtbot, make_kiosk, tiny_checkpoint,
+                                                                           face_clip):
     clip, _ = face_clip
     k = make_kiosk(AppConfig(source=str(clip), model=str(tiny_checkpoint), kiosk=True,
                                     min_evidence_frames=2, min_evidence_s=0.1))

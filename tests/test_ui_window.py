@@ -90,7 +90,8 @@ def empty_clip(tmp_path_factory):
     return path
 
 
-def test_window_plays_video_through_pipeline_and_stops_cleanly(qtbot, make_window, tmp_path, tiny_checkpoint, face_clip):
+def test_window_plays_video_through_pipeline_and_stops_cleanly(qtbot, make_window, tmp_path,
+                                                               tiny_checkpoint, face_clip):
     clip, _ = face_clip
     cfg = AppConfig(source=str(clip), loop=True, model=str(tiny_checkpoint), expert_weights=True)
     w = make_window(cfg)
@@ -129,7 +130,8 @@ def test_window_plays_video_through_pipeline_and_stops_cleanly(qtbot, make_windo
     assert w.frames_shown == shown  # nothing arrives after a stop
 
 
-def test_display_runs_at_camera_rate_while_a_slow_model_scores(qtbot, make_window, tmp_path, tiny_checkpoint, face_clip):
+def test_display_runs_at_camera_rate_while_a_slow_model_scores(qtbot, make_window, tmp_path,
+                                                               tiny_checkpoint, face_clip):
     clip, _ = face_clip
     slow: list[SlowScorer] = []
 
@@ -243,7 +245,8 @@ def test_missing_camera_falls_back_to_the_demo_and_says_so(qtbot, make_window, t
     assert "(demo)" in w.status_source.text()
 
 
-def test_no_face_and_too_many_faces_are_messages(qtbot, make_window, tmp_path, tiny_checkpoint, empty_clip, two_face_clip):
+def test_no_face_and_too_many_faces_are_messages(qtbot, make_window, tmp_path, tiny_checkpoint,
+                                                 empty_clip, two_face_clip):
     w = make_window(AppConfig(source=str(empty_clip), loop=True, model=str(tiny_checkpoint)))
     qtbot.waitUntil(lambda: w.last_result is not None, timeout=START_S)
     assert w.banner.text() == "No face in view"

@@ -553,7 +553,8 @@ class MainWindow(QMainWindow):
         stats = getattr(self, "capture_stats", None)
         if stats:
             self.status_fps.setToolTip(f"capture {stats.get('capture_fps', 0):.1f} fps; frames not shown "
-                                       f"{stats.get('display_dropped', 0)}, not scored {stats.get('capture_dropped', 0)}")
+                                       f"{stats.get('display_dropped', 0)}, "
+                                       f"not scored {stats.get('capture_dropped', 0)}")
 
     # ------------------------------------------------------------------ user actions
     def select_track(self, track_id: int) -> None:
