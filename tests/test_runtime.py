@@ -166,3 +166,41 @@ def test_tensorrt_agrees_and_its_engine_is_cached(ckpt, tmp_path):
     assert first.built and not again.built
     x = ex.example_input(first.input_size, 7)
     assert np.abs(again(x) - reference(ckpt, x)).max() <= again.tolerance
+
+
+# --- liveness_app.scorer on top of the runtimes ----------------------------------------------------------
+def test_scorer_preprocesses_like_the_model_and_scores_like_eager(ckpt, tmp_path):
+    from liveness_app.scorer import Scorer
+
+    s = ckpt.preprocessing.size
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (s, s, 3), dtype=np.uint8) for _ in range(5)]
+    scorer = Scorer(ckpt, rt.create_runtime(ckpt, "cpu", cache_dir=tmp_path))
+    x = scorer.preprocess(crops)
+    ref_x = models.preprocess(crops, ckpt.preprocessing).numpy()
+    assert x.shape == (5, 3, s, s) and x.dtype == np.float32 and x.flags.c_contiguous
+    np.testing.assert_allclose(x, ref_x, atol=1e-5)
+    got = scorer.score(crops)
+    assert np.abs(got - reference(ckpt, ref_x)).max() <= scorer.runtime.tolerance
+    assert scorer.backend_name == scorer.runtime.name and scorer.input_size == s and scorer.threshold == 0.5
+    big = rng.integers(0, 256, (3 * s, 2 * s, 3), dtype=np.uint8)  # another size is resized, not rejected
+    assert scorer.preprocess([big]).shape == (1, 3, s, s) and scorer.score([big]).shape == (1,)
+    assert scorer.score([]).shape == (0,)
+    ew = scorer.expert_weights(crops[:2])
+    assert ew.shape == (2, len(ckpt.config.moe.layers), ckpt.config.moe.num_experts)
+    np.testing.assert_allclose(ew.sum(-1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="crop 1: expected a uint8 RGB image"):
+        scorer.score([crops[0], crops[1].astype(np.float32)])
+
+
+def test_create_scorer_names_what_is_missing(tmp_path):
+    from liveness_app.scorer import DEFAULT_MODEL, create_scorer
+
+    with pytest.raises(FileNotFoundError, match="nothere.safetensors"):
+        create_scorer(tmp_path / "nothere.safetensors", backend="cpu")
+    if not DEFAULT_MODEL.is_file():
+        with pytest.raises(FileNotFoundError, match="liveness_default.safetensors"):
+            create_scorer(None)
+    path = models.save_checkpoint(tmp_path / "m.safetensors", checkpoint().model, threshold=0.3)
+    sc = create_scorer(path, backend="torch", cache_dir=tmp_path / "cache")
+    assert sc.threshold == pytest.approx(0.3) and sc.backend_name == "torch-cpu" and sc.notice == ""
