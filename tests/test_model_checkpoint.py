@@ -203,3 +203,17 @@ def test_older_file_without_metadata_checksum_still_loads(trained, tmp_path, cap
     save_file(load_file(str(path)), str(old), metadata=meta)
     with pytest.raises(CheckpointError, match=r"unknown metadata entries \['surprise'\]"):
         models.load_checkpoint(old)
+
+
+def test_no_header_byte_flip_loads_silently(trained, tmp_path):
+    """Sweep: one flipped bit at ~96 spread positions of the header; each gives CheckpointError, none loads."""
+    _, path = trained
+    data = path.read_bytes()
+    n = _header_len(data)
+    bad = tmp_path / "sweep.safetensors"
+    for pos in range(8, 8 + n, max(1, n // 96)):
+        flipped = bytearray(data)
+        flipped[pos] ^= 0x01
+        bad.write_bytes(bytes(flipped))
+        with pytest.raises(CheckpointError):
+            models.load_checkpoint(bad)
