@@ -35,7 +35,7 @@ no_signal_after_s         1.0        a live source without a frame for this long
 folder_fps                10.0       frame rate assigned to image folders (their timestamps are index / fps)
 audit_log                 None       JSONL log of verdict changes per track (time, track, verdict, score)
 save_crops                False      also save the face crop of each verdict change (privacy: off by default)
-crops_dir                 None       where crops go (None: ``<log_dir>/crops``)
+crops_dir                 None       where crops go (None: ``crops/`` next to the audit log)
 crops_retention           500        most crop files kept; the oldest are deleted beyond it
 log_dir                   None       folder for logs (None: the user log folder of platformdirs)
 expert_weights            False      compute MoE routing weights per face (for the UI; costs a second pass)
