@@ -44,10 +44,11 @@ def make_kiosk(qtbot):
 
 
 def test_kiosk_is_fullscreen_frameless_without_controls_and_shows_verdicts(qtbot, make_kiosk, tiny_checkpoint,
-                                                                           face_clip):
+                                                                           face_clip, tmp_path):
     clip, _ = face_clip
-    k = make_kiosk(AppConfig(source=str(clip), model=str(tiny_checkpoint), kiosk=True,
-                                    min_evidence_frames=2, min_evidence_s=0.1))
+    audit = tmp_path / "audit" / "verdicts.jsonl"
+    k = make_kiosk(AppConfig(source=str(clip), model=str(tiny_checkpoint), kiosk=True, audit_log=str(audit),
+                             min_evidence_frames=2, min_evidence_s=0.1))
     qtbot.waitExposed(k)
     assert k.isFullScreen()
     assert k.windowFlags() & Qt.WindowType.FramelessWindowHint
@@ -57,6 +58,9 @@ def test_kiosk_is_fullscreen_frameless_without_controls_and_shows_verdicts(qtbot
     assert visible_controls == []
     qtbot.waitUntil(lambda: k.message_text in ("Live", "Attack detected"), timeout=60_000)
     assert k.video_view.frame is not None
+    # the audit log records each face's verdict changes (an unattended kiosk keeps a trail)
+    qtbot.waitUntil(lambda: audit.is_file() and any('"verdict": "live"' in x or '"verdict": "attack"' in x
+                                                    for x in audit.read_text().splitlines()), timeout=10_000)
 
 
 def test_kiosk_closes_only_through_the_exit_sequence(qtbot, make_kiosk, tiny_checkpoint, face_clip):

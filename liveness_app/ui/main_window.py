@@ -495,12 +495,12 @@ class MainWindow(QMainWindow):
             self.banner.set_message(Message(message or "Loading…", "info"))
             if self.video_view.frame is None:
                 self.video_view.set_placeholder(message or "Loading…")
-        elif state == "error":
-            self.banner.set_message(Message("NO VERDICTS", "error", message))
+        elif state == "error":  # the banner names the state; the message strip under it says why and what to do
+            self.banner.set_message(Message("NO VERDICTS", "error"))
             if self.video_view.frame is None:
                 self.video_view.set_placeholder(message)
         elif state == "no signal":
-            self.banner.set_message(Message("NO SIGNAL", "warning", message))
+            self.banner.set_message(Message("NO SIGNAL", "warning"))
         elif state == "running":
             self.banner.set_message(describe(self.last_result))
 
@@ -643,6 +643,7 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ closing
     def closeEvent(self, event: QCloseEvent) -> None:
+        log.info("window closing: stopping the pipeline")
         self.store.set_geometry(self.saveGeometry())
         self.store.sync()
         self._status_timer.stop()

@@ -189,6 +189,7 @@ class PipelineWorker(QObject):
         self.state = "idle"
         self._error_message = ""
         self._writer: Any = None
+        self._audit: Any = None  # outputs.AuditLog when config.audit_log is set (kiosks: who was judged what)
         self.results_emitted = 0
         self._face_state = ""
 
@@ -229,8 +230,9 @@ class PipelineWorker(QObject):
                 self.reader.stop(timeout=1.0)
             if self.pipeline is not None:
                 self.pipeline.close()
-            if self._writer is not None:
-                self._writer.close()
+            for out in (self._writer, self._audit):
+                if out is not None:
+                    out.close()
             if self.state not in ("error",):
                 self._set_state("stopped", "Stopped")
             self.finished.emit()
@@ -278,6 +280,15 @@ class PipelineWorker(QObject):
             model=_model_label(scorer, c.model) if scorer else "not loaded",
             threshold=getattr(scorer, "threshold", None) if scorer else None,
             is_demo=is_demo, notices=tuple(notices)))
+        if c.audit_log and not error:
+            from ..outputs import AuditLog
+            try:
+                self._audit = AuditLog(c.audit_log, save_crops=c.save_crops, crops_dir=c.crops_dir,
+                                       retention=c.crops_retention)
+                log.info("audit log: %s", c.audit_log)
+            except OSError as e:
+                log.error("cannot write the audit log %s: %s", c.audit_log, e)
+                self.notice.emit("error", f"Cannot write the audit log {c.audit_log}: {e}")
         if error:
             self._error_message = error + " Showing the video without verdicts."
             self._set_state("error", self._error_message)
@@ -404,6 +415,7 @@ class PipelineWorker(QObject):
                 continue
             n_scored += 1
             self._record(result)
+            self._audit_record(result)
             self._log_face_state(result)
             self.results_emitted += 1
             self.result_ready.emit(result)
@@ -457,6 +469,19 @@ class PipelineWorker(QObject):
             self.notice.emit("error", f"Recording stopped: {e}")
             writer.close()
             self._writer = None
+
+    def _audit_record(self, result: FrameResult) -> None:
+        if self._audit is None:
+            return
+        try:
+            self._audit.record(result, self.pipeline.last_crops)
+            for tid in self.pipeline.ended_tracks:
+                self._audit.forget(tid)
+        except OSError as e:
+            log.error("audit log %s failed: %s; audit stopped", self._audit.path, e)
+            self.notice.emit("error", f"Audit log stopped: {e}")
+            self._audit.close()
+            self._audit = None
 
     def _log_face_state(self, result: FrameResult) -> None:
         """One log line when the face situation changes (no face / faces / too many), not one per frame."""
