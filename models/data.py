@@ -147,3 +147,18 @@ def summarize(samples: Sequence[Sample]) -> str:
     c = Counter((s.source, s.label) for s in samples)
     srcs = sorted({s.source for s in samples})
     return ", ".join(f"{src} {c[(src, 0)]}/{c[(src, 1)]}" for src in srcs) + " (live/attack)"
+
+
+def write_manifest(samples: Sequence[Sample], csv_path: str | Path) -> Path:
+    """Write samples as a manifest CSV whose paths are relative to its own folder (readable by read_manifest)."""
+    import os
+
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    base = csv_path.parent.resolve()
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "attack_type", "source", "group"])
+        for s in samples:
+            w.writerow([os.path.relpath(Path(s.path).resolve(), base), s.label, s.attack_type, s.source, s.group])
+    return csv_path

@@ -251,6 +251,9 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: --split must be 'group' or 'loso:SOURCE', got {args.split!r}")
     log.info("train %d: %s", len(train), fdata.summarize(train))
     log.info("val %d: %s", len(val), fdata.summarize(val))
+    if rank == 0:  # the exact split, so `python -m models.evaluate --manifest OUT/val_manifest.csv` re-measures it
+        fdata.write_manifest(train, args.out / "train_manifest.csv")
+        fdata.write_manifest(val, args.out / "val_manifest.csv")
     store = 160
     tr_img = load_images(train, store, args.cache)
     va_img = load_images(val, store, args.cache)
