@@ -275,3 +275,28 @@ def test_backend_fallback_is_a_visible_message(qtbot, make_window, tmp_path, tin
     assert "cuda" in w.messages.messages()["backend"]
     wait_for_faces(qtbot, w)
     assert "cpu" in w.status_backend.text()
+
+
+def test_model_source_and_backend_pickers_restart_the_pipeline(qtbot, make_window, tmp_path, tiny_checkpoint,
+                                                               face_clip):
+    from media import make_image_folder
+    clip, _ = face_clip
+    w = make_window(AppConfig(source=str(clip), loop=True, model=str(tmp_path / "missing.safetensors")))
+    qtbot.waitUntil(lambda: "Cannot load" in w.messages.messages().get("state", ""), timeout=START_S)
+    w.set_model(str(tiny_checkpoint))  # what the Model… dialog does with the chosen file
+    wait_for_faces(qtbot, w)
+    assert "state" not in w.messages.messages()  # the error went with the old run
+    assert tiny_checkpoint.name in w.status_model.text()
+
+    folder = make_image_folder(tmp_path / "stills", frames=4)
+    w.set_source(str(folder))  # what the Image folder… dialog does
+    qtbot.waitUntil(lambda: "folder stills/" in w.status_source.text(), timeout=START_S)
+    w.last_result = None
+    wait_for_faces(qtbot, w)
+    assert w.source_combo.currentText() == "stills"
+
+    w.backend_combo.setCurrentText("cpu")
+    w.backend_combo.activated.emit(w.backend_combo.currentIndex())  # as a user's pick does
+    qtbot.waitUntil(lambda: w.controller.worker is not None and w.controller.worker.config.backend == "cpu"
+                    and w.controller.worker.state == "running", timeout=START_S)
+    assert SettingsStore(tmp_path / "settings.ini").values()["backend"] == "cpu"

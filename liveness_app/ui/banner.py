@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtCore import QRectF, QSize, Qt, QTimer
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPaintEvent
 from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
 
@@ -130,13 +130,22 @@ class MessageStrip(QLabel):
         self.setContentsMargins(8, 4, 8, 4)
         self.hide()
 
-    def set(self, topic: str, text: str | None, level: str = "info") -> None:
-        """Show ``text`` for ``topic`` (replacing its previous message); None or "" removes it."""
+    def set(self, topic: str, text: str | None, level: str = "info", *, expire_ms: int | None = None) -> None:
+        """Show ``text`` for ``topic`` (replacing its previous message); None or "" removes it.
+
+        ``expire_ms`` removes the message after that long unless it was replaced meanwhile (confirmations).
+        """
         if text:
             self._items[topic] = (text, level)
+            if expire_ms:
+                QTimer.singleShot(expire_ms, self, lambda: self._expire(topic, text))
         else:
             self._items.pop(topic, None)
         self._refresh()
+
+    def _expire(self, topic: str, text: str) -> None:
+        if self._items.get(topic, ("",))[0] == text:
+            self.set(topic, None)
 
     def messages(self) -> dict[str, str]:
         return {k: v[0] for k, v in self._items.items()}

@@ -350,7 +350,8 @@ class MainWindow(QMainWindow):
         self.last_result = None
         self.score_plot.clear()
         self.video_view.set_result(None)
-        self.messages.set("faces", None)
+        for topic in ("faces", "state", "source", "backend"):  # the new run reports its own
+            self.messages.set(topic, None)
         self.controller.settings = {k: getattr(self.config, k) for k in LIVE_KEYS}
         self.controller.start(self.config)
         self._state = "starting"
@@ -438,7 +439,8 @@ class MainWindow(QMainWindow):
         changes = {k: getattr(self.config, k) for k in LIVE_KEYS if getattr(old, k) != getattr(self.config, k)}
         if changes:
             self.controller.update_settings(**changes)
-        self.messages.set("settings", "Settings reset to the command line / config file values", "info")
+        self.messages.set("settings", "Settings reset to the command line / config file values", "info",
+                          expire_ms=6000)
         if any(getattr(old, k) != getattr(self.config, k) for k in RESTART_KEYS + ("demo",)):
             self.start()
         log.info("settings reset")
@@ -510,6 +512,9 @@ class MainWindow(QMainWindow):
             topic = "source"
         elif message.lower().startswith(("record", "cannot record")):
             topic = "record"
+            if message.startswith("Recording saved"):
+                self.messages.set(topic, message, level, expire_ms=10000)
+                return
         elif message.lower().startswith("setting"):
             topic = "settings"
         else:
@@ -637,9 +642,13 @@ class MainWindow(QMainWindow):
         frame = self.video_view.frame
         record = self.last_result.to_record() if self.last_result is not None else None
         job = _SnapshotJob(base, overlay, None if frame is None else frame.copy(), record)
-        job.signals.done.connect(lambda level, msg: self.messages.set("snapshot", msg, level))
+        job.signals.done.connect(self._on_snapshot_done)  # a slot of the window: queued to the GUI thread
         self._pool.start(job)
         return base
+
+    @Slot(str, str)
+    def _on_snapshot_done(self, level: str, message: str) -> None:
+        self.messages.set("snapshot", message, level, expire_ms=8000 if level == "info" else None)
 
     # ------------------------------------------------------------------ closing
     def closeEvent(self, event: QCloseEvent) -> None:

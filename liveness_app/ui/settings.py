@@ -57,9 +57,9 @@ class SettingsStore:
         self._qs.setValue(_PREFIX + key, json.dumps(value))
 
     def update(self, values: dict[str, Any]) -> None:
+        """Remember ``values``; QSettings writes the file later (and at ``sync``), not on every slider step."""
         for k, v in values.items():
             self.set(k, v)
-        self._qs.sync()
 
     def geometry(self) -> QByteArray | None:
         g = self._qs.value("window/geometry")
