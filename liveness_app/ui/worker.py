@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 from PySide6.QtCore import QCoreApplication, QDeadlineTimer, QObject, Qt, QThread, Signal, Slot
 
 from ..config import DEMO_VIDEO, AppConfig, ConfigError
@@ -180,7 +179,7 @@ class PipelineWorker(QObject):
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._pending: dict[str, Any] = {}
-        self._record_request: tuple[bool, str | None] | None = None  # (change?, path or None to stop)
+        self._record_request: tuple[str | None] | None = None  # (path,) to start, (None,) to stop; None: no change
         self.mailbox = FrameMailbox()
         self.pipeline: Any = None  # set in run(); read by tests once the worker is running
         self.scorer: Any = None
@@ -210,7 +209,7 @@ class PipelineWorker(QObject):
     def set_recording(self, path: str | Path | None) -> None:
         """Start writing verdict JSONL to ``path`` (truncated), or stop recording with None."""
         with self._lock:
-            self._record_request = (True, None if path is None else str(path))
+            self._record_request = (None if path is None else str(path),)
 
     def take_frame(self) -> Frame | None:
         """The newest display frame (GUI thread, on ``frame_ready``); None if it was already taken."""
@@ -435,7 +434,7 @@ class PipelineWorker(QObject):
                 log.warning("setting rejected: %s", e)
                 self.notice.emit("warning", f"Setting rejected: {e}")
         if record is not None:
-            self._set_recording(record[1])
+            self._set_recording(record[0])
 
     def _set_recording(self, path: str | None) -> None:
         from ..outputs import JsonlWriter
