@@ -2,6 +2,8 @@
 closed only by the configured key sequence, a missing camera retried rather than replaced by the demo."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 pytest.importorskip("PySide6")
@@ -29,9 +31,11 @@ def make_kiosk(qtbot):
     """Builds kiosk windows on the real engine; keeps them alive and leaves them (exit sequence path) after."""
     windows: list[KioskWindow] = []
 
-    def make(config: AppConfig, demo_video=None) -> KioskWindow:
-        controller = WorkerController(scorer_factory=torch_scorer,
-                                      **({"demo_video": demo_video} if demo_video else {}))
+    def make(config: AppConfig, demo_video=None, source_factory=None) -> KioskWindow:
+        extra = {"demo_video": demo_video} if demo_video else {}
+        if source_factory is not None:
+            extra["source_factory"] = source_factory
+        controller = WorkerController(scorer_factory=torch_scorer, **extra)
         k = KioskWindow(config, controller=controller)
         qtbot.addWidget(k, before_close_func=lambda w: w.request_exit())
         windows.append(k)
@@ -103,3 +107,62 @@ def test_kiosk_model_error_is_a_message(qtbot, make_kiosk, tmp_path, face_clip):
     k = make_kiosk(AppConfig(source=str(clip), model=str(tmp_path / "missing.safetensors"), kiosk=True))
     qtbot.waitUntil(lambda: k.message_text == "Temporarily out of service", timeout=60_000)
     qtbot.waitUntil(lambda: k.video_view.frame is not None, timeout=10_000)  # the picture stays alive
+
+
+class UnpluggableCamera:
+    """Stands in for a USB camera (none exists on CI): frames come from a looping video file through
+    cv2.VideoCapture, and ``unplug(seconds)`` makes reads and re-opens fail for that long, like a pulled cable."""
+
+    back_at = 0.0  # monotonic time the cable is back (shared by every capture of the "device")
+
+    def __init__(self, clip):
+        import cv2
+        self._cv2 = cv2
+        self._clip = str(clip)
+        self._cap = cv2.VideoCapture(self._clip) if self.plugged() else None
+
+    @classmethod
+    def plugged(cls) -> bool:
+        return time.monotonic() >= cls.back_at
+
+    def isOpened(self) -> bool:
+        return self._cap is not None and self._cap.isOpened()
+
+    def read(self):
+        if not self.plugged():
+            return False, None
+        ok, image = self._cap.read()
+        if not ok:  # the "camera" never ends: loop the clip
+            self._cap.set(self._cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, image = self._cap.read()
+        time.sleep(1 / 12)  # camera rate
+        return ok, image
+
+    def get(self, prop):
+        return self._cap.get(prop)
+
+    def set(self, prop, value):
+        return self._cap.set(prop, value)
+
+    def release(self):
+        if self._cap is not None:
+            self._cap.release()
+
+
+def test_kiosk_shows_camera_loss_and_recovers_by_itself(qtbot, make_kiosk, tiny_checkpoint, face_clip):
+    from liveness_app.sources import open_source
+    clip, _ = face_clip
+    UnpluggableCamera.back_at = 0.0
+
+    def camera(spec, loop=False, folder_fps=10.0):
+        return open_source(spec, loop, folder_fps=folder_fps, capture_factory=lambda s: UnpluggableCamera(clip))
+
+    k = make_kiosk(AppConfig(source=0, model=str(tiny_checkpoint), kiosk=True, reopen_backoff_s=0.2,
+                             reopen_backoff_max_s=0.4, min_evidence_frames=1, min_evidence_s=0.0),
+                   source_factory=camera)
+    qtbot.waitUntil(lambda: k.message_text in ("Live", "Attack detected"), timeout=60_000)
+    UnpluggableCamera.back_at = time.monotonic() + 1.5  # pull the cable for 1.5 s
+    qtbot.waitUntil(lambda: k.message_text == "Camera unavailable: reconnecting…", timeout=10_000)
+    qtbot.waitUntil(lambda: k.message_text in ("Live", "Attack detected", "Checking… please hold still"),
+                    timeout=20_000)
+    assert k.controller.worker.reader.reopens >= 1

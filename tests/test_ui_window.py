@@ -300,3 +300,14 @@ def test_model_source_and_backend_pickers_restart_the_pipeline(qtbot, make_windo
     qtbot.waitUntil(lambda: w.controller.worker is not None and w.controller.worker.config.backend == "cpu"
                     and w.controller.worker.state == "running", timeout=START_S)
     assert SettingsStore(tmp_path / "settings.ini").values()["backend"] == "cpu"
+
+
+def test_demo_flag_plays_the_bundled_clip(qtbot, make_window, tiny_checkpoint):
+    from liveness_app.config import DEMO_VIDEO
+    if not DEMO_VIDEO.is_file():
+        pytest.skip("assets/demo.mp4 is not built (scripts/make_demo_clip.py)")
+    w = make_window(AppConfig(demo=True, model=str(tiny_checkpoint)))
+    qtbot.waitUntil(lambda: "(demo)" in w.status_source.text(), timeout=START_S)
+    qtbot.waitUntil(lambda: w.frames_shown >= 3, timeout=20_000)
+    assert w.source_combo.currentText() == "Demo video"
+    assert w.video_view.frame.shape[:2] == (480, 640)

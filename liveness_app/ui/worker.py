@@ -171,10 +171,11 @@ class PipelineWorker(QObject):
     finished = Signal()
 
     def __init__(self, config: AppConfig, *, scorer_factory: Callable[..., Any] | None = None,
-                 demo_video: str | Path = DEMO_VIDEO):
+                 source_factory: Callable[..., FrameSource] = open_source, demo_video: str | Path = DEMO_VIDEO):
         super().__init__()
         self.config = config
-        self._scorer_factory = scorer_factory
+        self._scorer_factory = scorer_factory  # create_scorer(model, backend=...) unless given
+        self._open = source_factory  # open_source(spec, loop=..., folder_fps=...); tests put a fake camera here
         self.demo_video = Path(demo_video)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -321,7 +322,7 @@ class PipelineWorker(QObject):
         spec = c.source_spec
         is_demo = c.source is None and c.demo
         try:
-            return open_source(spec, loop=c.loop or is_demo, folder_fps=c.folder_fps), spec, is_demo
+            return self._open(spec, loop=c.loop or is_demo, folder_fps=c.folder_fps), spec, is_demo
         except SourceError as e:
             if not isinstance(spec, int):
                 log.error("%s", e)
@@ -332,7 +333,7 @@ class PipelineWorker(QObject):
             log.warning("%s; falling back to the bundled demo %s", e, self.demo_video)
         # A camera that cannot be opened: the bundled demo, looping, says so.
         try:
-            src = open_source(str(self.demo_video), loop=True)
+            src = self._open(str(self.demo_video), loop=True, folder_fps=c.folder_fps)
         except SourceError as e:
             msg = (f"No camera found, and the bundled demo video is missing ({self.demo_video}). "
                    f"Connect a camera or open a video file.")
@@ -352,7 +353,7 @@ class PipelineWorker(QObject):
         self._set_state("no signal", "Camera unavailable: reconnecting…")
         while not self._stop.wait(wait):
             try:
-                source = open_source(spec, folder_fps=c.folder_fps)
+                source = self._open(spec, loop=False, folder_fps=c.folder_fps)
             except SourceError:
                 wait = min(wait * 2.0, c.reopen_backoff_max_s)
                 continue
@@ -538,8 +539,9 @@ class WorkerController(QObject):
     _FORWARDED = ("frame_ready", "result_ready", "state_changed", "notice", "info_ready", "stats")
 
     def __init__(self, parent: QObject | None = None, *, scorer_factory: Callable[..., Any] | None = None,
-                 demo_video: str | Path = DEMO_VIDEO):
+                 source_factory: Callable[..., FrameSource] = open_source, demo_video: str | Path = DEMO_VIDEO):
         super().__init__(parent)
+        self._source_factory = source_factory
         self.worker: PipelineWorker | None = None
         self.thread: QThread | None = None
         self._retired: list[tuple[QThread, PipelineWorker]] = []  # stopping; kept referenced until finished
@@ -564,7 +566,8 @@ class WorkerController(QObject):
             self._next = config
             self._retire()
             return
-        worker = PipelineWorker(config, scorer_factory=self._scorer_factory, demo_video=self.demo_video)
+        worker = PipelineWorker(config, scorer_factory=self._scorer_factory, source_factory=self._source_factory,
+                                demo_video=self.demo_video)
         if self.settings:
             worker.update_settings(**self.settings)
         if self.recording:
