@@ -52,7 +52,7 @@ class MoEConfig:
     num_experts: int = 4
     slots_per_expert: int | None = None  # None: Soft MoE's rule round(tokens / experts)
     expert_ratio: float | None = None  # expert hidden width / model width; None: the block MLP's ratio
-    weighting: str = "la-b"  # softmax | la-a | la-b
+    weighting: str = "la-a"  # softmax | la-a | la-b (la-a won docs/ablation.md)
     la_query_proj: bool = False  # reading A: learnable linear map before the feature map
 
 

@@ -186,8 +186,8 @@ def selection_value(rep: dict) -> float:
 # --- main ------------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
     args = parse_args(argv)
-    resume_args = None
-    if args.resume:
+    resuming = args.resume is not None
+    if resuming:
         state_json = args.resume / "args.json"
         if not state_json.is_file():
             print(f"error: nothing to resume in {args.resume} (no args.json)", file=sys.stderr)
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
         resume_args = json.loads(state_json.read_text())
         out = args.resume
         args = parse_args(resume_args["argv"])
-        args.out = out
+        args.out, args.resume = out, out
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     device = torch.device("cpu")
@@ -210,7 +210,7 @@ def main(argv=None) -> int:
         handlers.append(logging.FileHandler(args.out / "train.log"))
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers,
                         force=True)
-    if rank == 0 and not args.resume:
+    if rank == 0 and not resuming:
         (args.out / "args.json").write_text(json.dumps({"argv": argv if argv is not None else sys.argv[1:]}))
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -276,7 +276,7 @@ def main(argv=None) -> int:
     total = steps_per_epoch * args.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, int(args.warmup * total)))
     start_epoch, best = 0, float("inf")
-    if args.resume and (args.out / "train_state.pt").is_file():
+    if resuming and (args.out / "train_state.pt").is_file():
         st = torch.load(args.out / "train_state.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(load_checkpoint(args.out / "last.safetensors").model.state_dict())
         model.to(device).train()

@@ -9,7 +9,7 @@ STEPS=${STEPS:-75}; EPOCHS=${EPOCHS:-4}; SEED=${SEED:-0}
 SPLITS=${SPLITS:-"group loso:utkface"}
 for split in $SPLITS; do
   for variant in dense softmoe la-a la-b; do
-    cfg=ViT-Ti-16-128-$variant; [ "$variant" = la-b ] && cfg=ViT-Ti-16-128
+    cfg=ViT-Ti-16-128-$variant; [ "$variant" = la-a ] && cfg=ViT-Ti-16-128
     out=runs/ablation/${split/:/-}/$variant
     [ -f "$out/history.jsonl" ] && [ "$(wc -l < "$out/history.jsonl")" -ge "$EPOCHS" ] && continue
     rm -rf "$out"
