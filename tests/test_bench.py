@@ -35,7 +35,7 @@ def test_bench_reports_every_stage_backend_and_memory(tmp_path, capsys):
     if "cuda" in backends:
         assert "no CUDA GPU" in res["backends"]["cuda"]["error"]
         assert "cuda" in table and "unavailable" in table
-    assert 0 < res["peak_rss_mb"]["after_e2e"] <= res["peak_rss_mb"]["end"]
+    assert res["peak_rss_mb"]["after_e2e"] > 100 and res["peak_rss_mb"]["end"] > 100  # MiB: torch alone is more
     for word in ("decode", "detect", "track", "crop", "score", "smooth", "frames/s", "crops/s", "peak RSS"):
         assert word in table
 
