@@ -50,13 +50,20 @@ def stats(values_ms: list[float]) -> dict[str, float]:
             "n": int(a.size)}
 
 
-def time_calls(fn: Callable[[], Any], warmup: int, repeats: int, min_seconds: float = 0.0) -> list[float]:
-    """Milliseconds per call of ``fn`` after ``warmup`` calls; at least ``repeats`` calls and ``min_seconds``."""
+def time_calls(fn: Callable[[], Any], warmup: int, repeats: int, min_seconds: float = 0.0,
+               max_seconds: float = 20.0) -> list[float]:
+    """Milliseconds per call of ``fn`` after ``warmup`` calls; at least ``repeats`` calls and ``min_seconds``,
+    but stop after ``max_seconds`` once 5 calls are timed (a slow backend on a busy machine)."""
+    t_start = time.perf_counter()
     for _ in range(warmup):
         fn()
+        if time.perf_counter() - t_start > max_seconds / 2:
+            break
     times: list[float] = []
     t_end = time.perf_counter() + min_seconds
-    while len(times) < repeats or time.perf_counter() < t_end:
+    t_cap = time.perf_counter() + max_seconds
+    while (len(times) < repeats or time.perf_counter() < t_end) and not (len(times) >= 5 and
+                                                                         time.perf_counter() > t_cap):
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
