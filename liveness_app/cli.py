@@ -162,6 +162,8 @@ def _loop_live(config, source, pipeline, writer, audit, summary, stop) -> None:
     try:
         while not stop["flag"] and (config.max_frames is None or summary.frames < config.max_frames):
             frame = reader.latest(timeout=0.2)
+            if getattr(summary, "watchdog", None) is not None:
+                summary.watchdog.alive()  # the loop runs (also while the camera is away and being reopened)
             lost = reader.outages > outages  # the camera was lost since the last frame (it may be back already)
             stalled = frame is None and reader.status == "no signal"  # a read blocked longer than no_signal_after_s
             outages = reader.outages

@@ -30,6 +30,9 @@ class Notifier:
                 self.address = ""
                 return
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # never block the frame loop: a receiver that does not read (its queue holds ~10 datagrams) would
+            # otherwise hang sendto(); a message that does not fit is dropped (the next ping follows soon)
+            self._sock.setblocking(False)
 
     @property
     def enabled(self) -> bool:
@@ -43,7 +46,10 @@ class Notifier:
         try:
             self._sock.sendto(state.encode("utf-8"), target)
             return True
-        except OSError as e:  # systemd gone or socket full: never fatal for the app
+        except BlockingIOError:
+            log.debug("sd_notify %r to %s dropped: the receiver's queue is full", state, self.address)
+            return False
+        except OSError as e:  # systemd gone: never fatal for the app
             log.warning("sd_notify %r to %s failed: %s", state, self.address, e)
             return False
 
