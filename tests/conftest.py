@@ -8,6 +8,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import atexit, shutil, tempfile  # noqa: E401,E402
 os.environ["LIVENESS_CACHE_DIR"] = tempfile.mkdtemp(prefix="liveness-test-cache-")
 atexit.register(shutil.rmtree, os.environ["LIVENESS_CACHE_DIR"], True)
+# ... nor its log folder (liveness_app/logs.py)
+os.environ["LIVENESS_LOG_DIR"] = tempfile.mkdtemp(prefix="liveness-test-logs-")
+atexit.register(shutil.rmtree, os.environ["LIVENESS_LOG_DIR"], True)
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 MANIFEST = SHARED / "data" / "faces" / "manifest.csv"
