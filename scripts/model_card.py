@@ -1,0 +1,91 @@
+"""Write the bundled model's card from its checkpoint and evaluation reports (figures come from the reports).
+
+    python scripts/model_card.py --model assets/liveness_default.safetensors \
+        --report "group-held-out validation=runs/eval/group.json" \
+        --command "python -m models.train ..." --out assets/MODEL_CARD.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import models  # noqa: E402
+from models.info import describe  # noqa: E402
+
+
+def pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def num(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def table(metrics: dict) -> list[str]:
+    rows = ["| subset | live | attack | APCER % | BPCER % | ACER % | AUC | EER % |", "|---|---|---|---|---|---|---|---|"]
+
+    def row(name, m):
+        rows.append(f"| {name} | {m['n_live']} | {m['n_attack']} | {pct(m.get('apcer'))} | {pct(m.get('bpcer'))} | "
+                    f"{pct(m.get('acer'))} | {num(m.get('auc'))} | {pct(m.get('eer'))} |")
+
+    row("**pooled**", metrics["pooled"])
+    for k, m in sorted(metrics["per_source"].items()):
+        row(f"source {k}", m)
+    for k, m in sorted(metrics["per_attack_type"].items()):
+        row(f"attack type {k} (vs all live)", m)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--report", action="append", default=[], help="TITLE=path/to/evaluate.json (repeatable)")
+    p.add_argument("--command", action="append", default=[], help="a command that reproduces the model (repeatable)")
+    p.add_argument("--notes", type=Path, help="Markdown appended as the card's last section")
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args()
+    ck = models.load_checkpoint(a.model)
+    info = describe(ck)
+    card = ck.data_card
+    lines = [f"# Model card: `{a.model.name}`", "",
+             "La-SoftMoE CLIP (Zou et al., IJCB 2024) at a CPU real-time size, trained from scratch on the crops of "
+             "`../shared/data` (no pretrained CLIP weights can be obtained here).", "",
+             "## Architecture", "",
+             f"- config `{ck.config.name}`: {ck.config.vision.image_size} px input, patch {ck.config.vision.patch_size}, "
+             f"width {ck.config.vision.width}, {ck.config.vision.layers} image blocks, MoE ({ck.config.moe.weighting}) "
+             f"in blocks {list(ck.config.moe.layers)}, {ck.config.moe.num_experts} experts x {ck.config.slots_per_expert()} slots",
+             f"- parameters: {info['params']['total']:,} in all, {info['params']['image_tower']:,} in the deployed image "
+             f"tower ({info['params']['moe']:,} in MoE branches); {info['flops_per_crop']['total'] / 1e9:.3f} GFLOPs per crop",
+             f"- prompts: {list(ck.prompts)}; score = P(attack) = softmax(exp(logit_scale) cos(image, prompt))[1]",
+             f"- decision threshold {ck.threshold:.4f}: the equal-error-rate point on the validation split",
+             f"- preprocessing: {ck.preprocessing.size} px, mean {list(ck.preprocessing.mean)}, std {list(ck.preprocessing.std)}",
+             "", "## Data and terms", "",
+             f"- training split: {card.get('train', '?')}",
+             f"- validation split ({card.get('split', '?')}): {card.get('val', '?')}",
+             f"- {card.get('terms', '')}", "",
+             "Sources (shared/data/README.md): NUAA Photograph Imposter Database, Idiap Replay-Attack, six webcam "
+             "capture sets, Yonsei real-and-fake (photo edits), LFW face swaps, GAN portraits, UTKFace. Their terms "
+             "restrict them to research and non-commercial use. **These weights are for evaluation and "
+             "demonstration, not for production decisions**: a deployer trains on data they hold rights to, with "
+             "`python -m models.train`.", ""]
+    for spec in a.report:
+        title, _, path = spec.partition("=")
+        rep = json.loads(Path(path).read_text())
+        lines += [f"## {title}", "", f"`{path}`: {rep['data'].get('scored')} crops, backend {rep['backend']}, "
+                  f"threshold {rep['threshold']:.4f} ({rep['threshold_origin']}).", ""]
+        lines += table(rep["metrics"]) + [""]
+    if a.command:
+        lines += ["## Reproduce", "", "```bash", *a.command, "```", ""]
+    if a.notes and a.notes.is_file():
+        lines += [a.notes.read_text().rstrip(), ""]
+    a.out.write_text("\n".join(lines))
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
