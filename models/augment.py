@@ -294,7 +294,8 @@ class TrainAugment:
             if info is not None and info.id != self._worker:
                 # each worker process holds a pickled copy of the same stream: re-seed it per worker
                 self._worker = info.id
-                cv2.setNumThreads(1)  # as torch does for itself in workers: N workers x N OpenCV threads thrash
+                # no cv2.setNumThreads here: in a forked worker it waits for the parent's pool threads, which do
+                # not exist in the child, and hangs forever. Callers limit OpenCV threads before forking.
                 base = self.seed if self.seed is not None else int(info.seed % 2 ** 32)
                 self._rng = np.random.default_rng([base, info.id])
         return self._rng

@@ -268,6 +268,9 @@ def main(argv=None) -> int:
         torch.as_tensor(fdata.balanced_weights(train, args.balance_alpha)), steps_per_epoch * args.batch_size,
         replacement=True, generator=gen)
     workers = 1 if device.type == "cpu" else 4
+    import cv2
+
+    cv2.setNumThreads(1)  # before the DataLoader forks: workers x OpenCV threads would thrash (and see augment.py)
     tr_loader = torch.utils.data.DataLoader(tr_ds, args.batch_size, sampler=sampler, num_workers=workers,
                                             drop_last=True, persistent_workers=True)
     va_loader = torch.utils.data.DataLoader(va_ds, 128, shuffle=False, num_workers=0)

@@ -171,6 +171,11 @@ def test_dataloader_workers_get_distinct_streams(face):
         def __getitem__(self, i):
             return torch.from_numpy(self.aug(face, 0)[0])
 
-    dl = torch.utils.data.DataLoader(DS(), batch_size=1, num_workers=2, shuffle=False)
+    import cv2
+
+    big = np.zeros((2000, 2000, 3), np.uint8)
+    for _ in range(3):  # start OpenCV's thread pool in the parent first, as earlier code in a process does:
+        cv2.GaussianBlur(big, (5, 5), 1)  # a forked worker touching the pool's size then hangs (found in CI)
+    dl = torch.utils.data.DataLoader(DS(), batch_size=1, num_workers=2, shuffle=False, timeout=60)
     items = [b[0].numpy() for b in dl]  # worker 0 gets items 0, 2; worker 1 gets 1, 3
     assert not np.array_equal(items[0], items[1])
