@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 from ..config import AppConfig
 from ..types import FrameResult
 from .banner import Message, VerdictBanner, describe
-from .worker import WorkerController
+from .worker import SHUTDOWN_WAIT_S, WorkerController
 from .video_view import VideoView
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class KioskWindow(QWidget):
             event.ignore()
             return
         self._stale.stop()
-        self.shutdown_ok = self.controller.shutdown(timeout_s=1.2)
+        self.shutdown_ok = self.controller.shutdown(timeout_s=SHUTDOWN_WAIT_S)
         event.accept()
 
     def keyPressEvent(self, event) -> None:  # noqa: ANN001 - Qt override

@@ -25,7 +25,7 @@ from .experts_panel import ExpertsPanel
 from .plots import ScorePlot
 from .settings import SettingsStore
 from .video_view import VideoView
-from .worker import NO_CAMERA_DEMO, RunInfo, WorkerController, list_cameras
+from .worker import NO_CAMERA_DEMO, SHUTDOWN_WAIT_S, RunInfo, WorkerController, list_cameras
 
 log = logging.getLogger(__name__)
 
@@ -656,7 +656,7 @@ class MainWindow(QMainWindow):
         self.store.set_geometry(self.saveGeometry())
         self.store.sync()
         self._status_timer.stop()
-        self.shutdown_ok = self.controller.shutdown(timeout_s=1.2)
+        self.shutdown_ok = self.controller.shutdown(timeout_s=SHUTDOWN_WAIT_S)
         self._pool.waitForDone(300)
         event.accept()
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QCoreApplication, QDeadlineTimer, QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QDeadlineTimer, QObject, Qt, QThread, QTimer, Signal, Slot
 
 from ..config import DEMO_VIDEO, AppConfig, ConfigError
 from ..sources import Frame, FrameSource, LatestFrameReader, SourceError, open_source
@@ -35,6 +35,9 @@ from ..types import FrameResult
 log = logging.getLogger(__name__)
 
 NO_CAMERA_DEMO = "No camera found: playing the bundled demo"
+# How long closing a window waits for the worker (a frame in flight) before the process exits anyway: the
+# "closed within 2 s" promise must also hold on a machine loaded enough that one frame takes seconds.
+SHUTDOWN_WAIT_S = 0.8
 
 
 # ----------------------------------------------------------------------------------------------- capture side
@@ -619,6 +622,10 @@ class WorkerController(QObject):
             else:
                 still.append((thread, worker))
         self._retired = still
+        if still:
+            # QThread.finished is emitted just *before* the thread ends, so a queued slot can run while
+            # isFinished() is still False and no further signal will come: look again shortly.
+            QTimer.singleShot(20, self._on_thread_finished)
         if self.worker is not None and self.thread is not None and self.thread.isFinished():
             # the current worker ended on its own (e.g. an error before the loop): forget it
             _ALIVE.pop(id(self.thread), None)
