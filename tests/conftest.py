@@ -49,3 +49,31 @@ def face_clip(tmp_path_factory: pytest.TempPathFactory):
     path = tmp_path_factory.mktemp("media") / "face.mp4"
     placements = make_face_video(path, frames=24, fps=12.0)
     return path, placements
+
+
+@pytest.fixture(autouse=True)
+def _collect_qt_garbage_on_the_main_thread():
+    """Finalise a test's Qt wrappers on the main thread, right after it.
+
+    Left to the cyclic GC, a window or worker of an earlier test can be finalised on whatever thread happens to
+    trigger a collection (a subprocess log reader in tests/test_ui_process.py did), and destroying Qt objects off
+    their thread crashes the interpreter (a segfault of the whole run, seen in CI).
+    """
+    yield
+    if "PySide6.QtWidgets" in sys.modules:
+        import gc
+
+        from PySide6.QtWidgets import QApplication
+
+        app = QApplication.instance()
+        if app is not None:
+            app.processEvents()
+        gc.collect()
+        if app is not None:
+            app.processEvents()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the real-process GUI tests first: late in a full run, with the threads and native libraries earlier
+    tests leave behind (OpenVINO, mediapipe, Qt), the pytest process itself crashed while they ran (CI)."""
+    items.sort(key=lambda item: 0 if item.path.name == "test_ui_process.py" else 1)
