@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Sequence
 
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QPainter, QPaintEvent, QPen
+from PySide6.QtGui import QColor, QPaintEvent, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
+
+from .style import PANEL_TEXT, panel_painter
 
 _BAR = QColor(80, 150, 230)
 _BAR_TOP = QColor(120, 200, 255)
@@ -53,14 +55,9 @@ class ExpertsPanel(QWidget):
         return self._weights
 
     def paintEvent(self, event: QPaintEvent) -> None:
-        p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        p.fillRect(self.rect(), QColor(24, 27, 32))
-        f = QFont(self.font())
-        f.setPointSizeF(8.5)
-        p.setFont(f)
+        p = panel_painter(self)
         fm = p.fontMetrics()
-        p.setPen(QColor(170, 175, 185))
+        p.setPen(PANEL_TEXT)
         title = "MoE expert routing" + ("" if self._track is None else f", face #{self._track}")
         p.drawText(QRectF(6, 2, self.width() - 12, fm.height()), Qt.AlignmentFlag.AlignLeft, title)
         rows = self._weights
@@ -75,7 +72,7 @@ class ExpertsPanel(QWidget):
         for i, row in enumerate(rows):
             y0 = top + i * row_h
             area = QRectF(label_w, y0 + 2, self.width() - label_w - 6, row_h - 4)
-            p.setPen(QColor(170, 175, 185))
+            p.setPen(PANEL_TEXT)
             p.drawText(QRectF(2, y0, label_w - 4, row_h), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
                        f"layer {i + 1}")
             n = max(len(row), 1)

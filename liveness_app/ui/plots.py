@@ -10,11 +10,11 @@ from collections import deque
 from dataclasses import dataclass
 
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QPainter, QPaintEvent, QPen
+from PySide6.QtGui import QColor, QPaintEvent, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from ..types import FrameResult
-from .style import verdict_color
+from .style import PANEL_TEXT, panel_painter, verdict_color
 
 
 @dataclass(frozen=True)
@@ -104,12 +104,7 @@ class ScorePlot(QWidget):
         self.update()
 
     def paintEvent(self, event: QPaintEvent) -> None:
-        p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        p.fillRect(self.rect(), QColor(24, 27, 32))
-        f = QFont(self.font())
-        f.setPointSizeF(8.5)
-        p.setFont(f)
+        p = panel_painter(self)
         fm = p.fontMetrics()
         left, top, right, bottom = fm.horizontalAdvance("1.0") + 10, fm.height() + 6, 8, fm.height() + 6
         area = QRectF(left, top, max(1, self.width() - left - right), max(1, self.height() - top - bottom))
@@ -123,7 +118,7 @@ class ScorePlot(QWidget):
         # Frame, y ticks, x ticks (seconds ago).
         p.setPen(QPen(QColor(70, 75, 85), 1))
         p.drawRect(area)
-        p.setPen(QColor(170, 175, 185))
+        p.setPen(PANEL_TEXT)
         for v in (0.0, 0.5, 1.0):
             y = xy(t_end, v).y()
             p.drawText(QRectF(0, y - fm.height() / 2, left - 4, fm.height()),
@@ -164,6 +159,6 @@ class ScorePlot(QWidget):
             prev = pt
         p.setClipping(False)
         if show_legend:
-            p.setPen(QColor(170, 175, 185))
+            p.setPen(PANEL_TEXT)
             p.drawText(QRectF(left, 2, area.width(), fm.height()), Qt.AlignmentFlag.AlignRight, legend)
         p.end()
