@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from .config import DEMO_VIDEO, AppConfig
+from .sources import quiet_opencv
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ def check_source(config: AppConfig, capture_factory: Callable[[Any], Any] = cv2.
     if isinstance(spec, str) and spec.strip().isdigit():
         spec = int(spec)
     if isinstance(spec, int):
-        cap = capture_factory(spec)
+        with quiet_opencv():
+            cap = capture_factory(spec)
         try:
             if cap is None or not cap.isOpened():
                 fallback = f"; the bundled demo clip {DEMO_VIDEO.name} can be used (--demo)" \

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -61,6 +62,22 @@ class FrameSource:
         self.close()
 
 
+@contextmanager
+def quiet_opencv():
+    """Silence OpenCV's own log while probing a device.
+
+    Opening a missing camera makes every videoio backend print warnings and errors to stderr (about ten lines
+    per attempt). The caller reports the outcome in one clear message, and a kiosk retrying an unplugged camera
+    for days would otherwise fill its journal with them. The level is process-wide, so keep the block short.
+    """
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+
+
 CaptureFactory = Callable[[str | int], Any]  # spec -> an object with cv2.VideoCapture's isOpened/read/get/release
 
 
@@ -91,7 +108,11 @@ class VideoCaptureSource(FrameSource):
         self.fps = fps if 0.0 < fps < 1000.0 else 30.0
 
     def _open(self) -> Any:
-        cap = self._factory(self.spec)
+        if isinstance(self.spec, int):
+            with quiet_opencv():
+                cap = self._factory(self.spec)
+        else:
+            cap = self._factory(self.spec)
         if cap is None or not cap.isOpened():
             if cap is not None:
                 cap.release()
