@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import cv2
 import numpy as np
 
 from .config import DEMO_VIDEO, AppConfig
-from .sources import quiet_opencv
+from .sources import SourceError, open_capture, open_source
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +41,13 @@ def _guard(name: str, fn: Callable[[], Check]) -> Check:
         return Check(name, "FAIL", f"{type(e).__name__}: {e}".replace("\n", " "))
 
 
-def check_source(config: AppConfig, capture_factory: Callable[[Any], Any] = cv2.VideoCapture) -> Check:
+def check_source(config: AppConfig, capture_factory: Callable[[Any], Any] = open_capture) -> Check:
     """The configured source: a camera index is opened and read once; a file/folder/URL is opened and read."""
     spec = config.source_spec
     if isinstance(spec, str) and spec.strip().isdigit():
         spec = int(spec)
     if isinstance(spec, int):
-        with quiet_opencv():
-            cap = capture_factory(spec)
+        cap = capture_factory(spec)
         try:
             if cap is None or not cap.isOpened():
                 fallback = f"; the bundled demo clip {DEMO_VIDEO.name} can be used (--demo)" \
@@ -63,7 +61,6 @@ def check_source(config: AppConfig, capture_factory: Callable[[Any], Any] = cv2.
         finally:
             if cap is not None:
                 cap.release()
-    from .sources import SourceError, open_source
 
     try:
         src = open_source(spec, folder_fps=config.folder_fps, capture_factory=capture_factory)
@@ -146,7 +143,7 @@ def check_log_dir(config: AppConfig) -> Check:
     return Check("logs", "ok", str(folder))
 
 
-def run_checks(config: AppConfig, capture_factory: Callable[[Any], Any] = cv2.VideoCapture) -> list[Check]:
+def run_checks(config: AppConfig, capture_factory: Callable[[Any], Any] = open_capture) -> list[Check]:
     """Every check, in order: source/camera, assets, detector, model, backend, log folder."""
     checks = [_guard("camera", lambda: check_source(config, capture_factory)),
               _guard("assets", check_assets),

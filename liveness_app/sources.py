@@ -63,13 +63,8 @@ class FrameSource:
 
 
 @contextmanager
-def quiet_opencv():
-    """Silence OpenCV's own log while probing a device.
-
-    Opening a missing camera makes every videoio backend print warnings and errors to stderr (about ten lines
-    per attempt). The caller reports the outcome in one clear message, and a kiosk retrying an unplugged camera
-    for days would otherwise fill its journal with them. The level is process-wide, so keep the block short.
-    """
+def _quiet_opencv():
+    """Silence OpenCV's own log for the block (the level is process-wide, so keep the block short)."""
     previous = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
@@ -78,18 +73,31 @@ def quiet_opencv():
         cv2.utils.logging.setLogLevel(previous)
 
 
+def open_capture(spec: str | int) -> cv2.VideoCapture:
+    """``cv2.VideoCapture(spec)``, the default capture factory; a camera index is probed with OpenCV's log off.
+
+    Opening a missing camera makes every videoio backend print warnings and errors to stderr (about ten lines
+    per attempt). Callers report the outcome in one clear message, and a kiosk retrying an unplugged camera for
+    days would otherwise fill its journal with them.
+    """
+    if isinstance(spec, int):
+        with _quiet_opencv():
+            return cv2.VideoCapture(spec)
+    return cv2.VideoCapture(spec)
+
+
 CaptureFactory = Callable[[str | int], Any]  # spec -> an object with cv2.VideoCapture's isOpened/read/get/release
 
 
 class VideoCaptureSource(FrameSource):
     """A ``cv2.VideoCapture`` over a camera index, a video file or a stream URL.
 
-    ``capture_factory`` builds the capture (default ``cv2.VideoCapture``); tests substitute one that fails
+    ``capture_factory`` builds the capture (default ``open_capture``); tests substitute one that fails
     on purpose, since no camera exists on CI machines.
     """
 
     def __init__(self, spec: str | int, *, loop: bool = False, live: bool | None = None,
-                 capture_factory: CaptureFactory = cv2.VideoCapture):
+                 capture_factory: CaptureFactory = open_capture):
         self.spec = spec
         self.is_live = isinstance(spec, int) if live is None else live
         self.loop = loop and not self.is_live
@@ -108,11 +116,7 @@ class VideoCaptureSource(FrameSource):
         self.fps = fps if 0.0 < fps < 1000.0 else 30.0
 
     def _open(self) -> Any:
-        if isinstance(self.spec, int):
-            with quiet_opencv():
-                cap = self._factory(self.spec)
-        else:
-            cap = self._factory(self.spec)
+        cap = self._factory(self.spec)
         if cap is None or not cap.isOpened():
             if cap is not None:
                 cap.release()
@@ -195,7 +199,7 @@ class ImageFolderSource(FrameSource):
 
 
 def open_source(spec: str | int, loop: bool = False, *, folder_fps: float = 10.0,
-                capture_factory: CaptureFactory = cv2.VideoCapture) -> FrameSource:
+                capture_factory: CaptureFactory = open_capture) -> FrameSource:
     """Open a camera (int or digit string), a stream URL, an image folder or a video file.
 
     Raises SourceError (a missing path is named, with what to do) when it cannot be opened.
