@@ -93,6 +93,41 @@ def jpeg(image: np.ndarray, rng: np.random.Generator, quality: tuple[int, int] =
     return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1])
 
 
+# --- camera and room cues (make the capture device and the background useless as evidence) -------------
+def camera_response(image: np.ndarray, rng: np.random.Generator, wb: float = 0.15,
+                    gamma: tuple[float, float] = (0.7, 1.4)) -> np.ndarray:
+    """Another camera's colour response: per-channel white-balance gains in [1 - wb, 1 + wb] (mean gain kept at
+    1) and a tone gamma drawn log-uniformly from ``gamma``; one 256-entry LUT per channel."""
+    gains = rng.uniform(1 - wb, 1 + wb, size=3).astype(np.float32)
+    gains /= gains.mean()
+    g = math.exp(rng.uniform(math.log(gamma[0]), math.log(gamma[1])))
+    x = np.linspace(0, 1, 256, dtype=np.float32)
+    lut = np.clip(255.0 * (x[:, None] * gains[None]).clip(0, 1) ** g + 0.5, 0, 255).astype(np.uint8)
+    return cv2.LUT(image, lut.reshape(256, 1, 3))
+
+
+def sensor_noise(image: np.ndarray, rng: np.random.Generator, read: tuple[float, float] = (1.0, 6.0),
+                 shot: tuple[float, float] = (0.0, 0.08)) -> np.ndarray:
+    """Sensor noise of a cheap webcam: Gaussian read noise (sigma in grey levels drawn from ``read``) plus
+    signal-dependent shot noise (variance = k x intensity, k drawn from ``shot``), per pixel and channel."""
+    x = image.astype(np.float32)
+    var = rng.uniform(*read) ** 2 + rng.uniform(*shot) * x
+    noisy = x + rng.standard_normal(x.shape, dtype=np.float32) * np.sqrt(var)
+    return np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
+
+
+def border_mix(image: np.ndarray, other: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Keep the face of ``image`` and take the surroundings from ``other`` (same size): a soft face-shaped mask
+    (``_face_mask``, a little larger than for self-blending, so the whole face and its edge stay) selects
+    ``image``. Used with a partner of the same label from another capture set, so the room, the light on the
+    wall and the framing stop identifying the data set while the face (and any spoof medium on it) stays."""
+    if other.shape != image.shape:
+        other = cv2.resize(other, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_AREA)
+    h, w = image.shape[:2]
+    mask = np.clip(_face_mask(h, w, rng) * 1.6, 0, 1)  # grow the blob: the whole face, not just its centre
+    return cv2.blendLinear(image, other, mask, 1.0 - mask)
+
+
 # --- simulated spoof clues --------------------------------------------------------------------------------
 def moire(image: np.ndarray, rng: np.random.Generator, strength: tuple[float, float] = (0.08, 0.25),
           frequency: tuple[float, float] = (0.88, 1.12), max_tilt: float = 0.12) -> np.ndarray:
@@ -247,8 +282,10 @@ class TrainAugment:
     (p_moire) or colour distortion (p_colour_distortion), as in the challenge winner's simulated physical /
     digital spoof clues; (2) a square window of ``scale`` x the crop side, its centre shifted by up to ``shift``
     x the side but kept inside the crop (the context the crop contract gives; no invented border), optionally
-    rotated by up to ``rotate`` degrees, resized to ``size``; (3) horizontal flip; (4) colour jitter; (5) blur;
-    (6) JPEG recompression. Moire is drawn on the output grid (it is a property of the capturing camera's
+    rotated by up to ``rotate`` degrees, resized to ``size``; (3) horizontal flip; (4) colour jitter; (5) camera
+    response (white balance, gamma; p_camera); (6) blur; (7) sensor noise (p_noise); (8) JPEG recompression.
+    Before all of it, with probability p_border_mix and a ``partner`` crop, the surroundings of the face are
+    replaced by the partner's (``border_mix``). Moire is drawn on the output grid (it is a property of the capturing camera's
     pixels). Deterministic for a ``seed``; inside a torch DataLoader worker the stream is re-seeded from
     (seed, worker id) so workers do not repeat each other, and OpenCV is set to one thread in that worker.
     """
@@ -258,11 +295,13 @@ class TrainAugment:
                  brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2, hue_deg: float = 8.0,
                  p_blur: float = 0.15, blur_sigma: tuple[float, float] = (0.4, 1.4), p_jpeg: float = 0.3,
                  jpeg_quality: tuple[int, int] = (35, 95), p_moire: float = 0.1, p_colour_distortion: float = 0.1,
-                 p_self_blend: float = 0.1, seed: int | None = None, rng: np.random.Generator | None = None):
+                 p_self_blend: float = 0.1, p_camera: float = 0.0, p_noise: float = 0.0, p_border_mix: float = 0.0,
+                 seed: int | None = None, rng: np.random.Generator | None = None):
         if int(size) < 8:
             raise ValueError(f"size must be a model input size in pixels (>= 8), got {size!r}")
         probs = dict(p_flip=p_flip, p_colour_jitter=p_colour_jitter, p_blur=p_blur, p_jpeg=p_jpeg, p_moire=p_moire,
-                     p_colour_distortion=p_colour_distortion, p_self_blend=p_self_blend)
+                     p_colour_distortion=p_colour_distortion, p_self_blend=p_self_blend, p_camera=p_camera,
+                     p_noise=p_noise, p_border_mix=p_border_mix)
         for k, v in probs.items():
             if not 0.0 <= float(v) <= 1.0:
                 raise ValueError(f"{k} must be a probability in [0, 1], got {v!r}")
@@ -283,6 +322,7 @@ class TrainAugment:
         self.p_jpeg, self.jpeg_quality = float(p_jpeg), tuple(jpeg_quality)
         self.p_moire, self.p_colour_distortion = float(p_moire), float(p_colour_distortion)
         self.p_self_blend = float(p_self_blend)
+        self.p_camera, self.p_noise, self.p_border_mix = float(p_camera), float(p_noise), float(p_border_mix)
         self.seed = seed
         self._rng = rng if rng is not None else np.random.default_rng(seed)
         self._worker: int | None = None
@@ -320,7 +360,9 @@ class TrainAugment:
         return cv2.warpAffine(image, m, (self.size, self.size), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REFLECT_101)
 
-    def __call__(self, image: np.ndarray, label: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, int]:
+    def __call__(self, image: np.ndarray, label: int, rng: np.random.Generator | None = None,
+                 partner: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """``partner``: a crop of the same label from another capture set, for border mixing (optional)."""
         image = _check_image(image)
         if label not in (0, 1):
             raise ValueError(f"label must be 0 (live) or 1 (attack), got {label!r}")
@@ -335,6 +377,8 @@ class TrainAugment:
                 clue = "moire"
             elif u < self.p_self_blend + self.p_moire + self.p_colour_distortion:
                 clue = "colour"
+        if self.p_border_mix > 0 and partner is not None and rng.random() < self.p_border_mix:
+            image = border_mix(image, _check_image(partner), rng)
         if clue == "self_blend":
             image, label = self_blend(image, rng), 1
         out = self._geometry(image, rng)  # size x size x 3, a view or a new array
@@ -346,8 +390,12 @@ class TrainAugment:
             out = out[:, ::-1]
         if rng.random() < self.p_colour_jitter:
             out = colour_jitter(np.ascontiguousarray(out), rng, **self.jitter)
+        if self.p_camera > 0 and rng.random() < self.p_camera:
+            out = camera_response(np.ascontiguousarray(out), rng)
         if rng.random() < self.p_blur:
             out = gaussian_blur(np.ascontiguousarray(out), rng, self.blur_sigma)
+        if self.p_noise > 0 and rng.random() < self.p_noise:
+            out = sensor_noise(np.ascontiguousarray(out), rng)
         if rng.random() < self.p_jpeg:
             out = jpeg(np.ascontiguousarray(out), rng, self.jpeg_quality)
         out = np.ascontiguousarray(out)
@@ -358,7 +406,8 @@ class TrainAugment:
     def __repr__(self) -> str:
         return (f"TrainAugment(size={self.size}, p_flip={self.p_flip}, scale={self.scale}, shift={self.shift}, "
                 f"p_moire={self.p_moire}, p_colour_distortion={self.p_colour_distortion}, "
-                f"p_self_blend={self.p_self_blend}, seed={self.seed})")
+                f"p_self_blend={self.p_self_blend}, p_camera={self.p_camera}, p_noise={self.p_noise}, "
+                f"p_border_mix={self.p_border_mix}, seed={self.seed})")
 
 
 def augment_batch(images: Sequence[np.ndarray], labels: Sequence[int], aug: TrainAugment) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .soft_moe import QuickGELU, SoftMoE
+from .stem import ConvStem
 
 
 class Attention(nn.Module):
@@ -80,20 +81,27 @@ class VisionTransformer(nn.Module):
         v, m = cfg.vision, cfg.moe
         scale = v.width ** -0.5
         self.input_resolution = v.image_size
-        self.conv1 = nn.Conv2d(3, v.width, kernel_size=v.patch_size, stride=v.patch_size, bias=False)
+        if v.stem == "patch":
+            self.conv1 = nn.Conv2d(3, v.width, kernel_size=v.patch_size, stride=v.patch_size, bias=False)
+            self.stem = None
+        else:  # a convolutional stem in place of the patch embedding (models/stem.py); same token grid
+            self.conv1 = None
+            self.stem = ConvStem(v.width)
         self.class_embedding = nn.Parameter(scale * torch.randn(v.width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(v.num_tokens, v.width))
         self.ln_pre = nn.LayerNorm(v.width)
         expert_ratio = m.expert_ratio if m.expert_ratio is not None else v.mlp_ratio
         moe_layers = {i: SoftMoE(v.width, int(v.width * expert_ratio), m.num_experts, cfg.slots_per_expert(),
-                                 m.weighting, m.la_query_proj) for i in m.layers}
+                                 m.weighting, m.la_query_proj, m.la_key_scale) for i in m.layers}
         self.transformer = Transformer(v.width, v.layers, v.heads, v.mlp_ratio, moe_layers)
         self.ln_post = nn.LayerNorm(v.width)
         self.proj = nn.Parameter(scale * torch.randn(v.width, cfg.embed_dim))
 
     def forward(self, x: torch.Tensor, routing: list | None = None) -> torch.Tensor:
-        x = self.conv1(x)  # b d g g
-        x = x.flatten(2).transpose(1, 2)  # b (g g) d
+        if self.stem is None:
+            x = self.conv1(x).flatten(2).transpose(1, 2)  # b d g g -> b (g g) d
+        else:
+            x = self.stem(x)  # b (g g) d
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)  # b m d
         x = self.transformer(self.ln_pre(x), routing=routing)
@@ -151,7 +159,7 @@ class LaSoftMoECLIP(nn.Module):
     # --- OpenAI CLIP's API ------------------------------------------------------------------------------
     @property
     def dtype(self) -> torch.dtype:
-        return self.visual.conv1.weight.dtype
+        return self.visual.class_embedding.dtype
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Projected, un-normalised image features: b 3 S S -> b embed."""
@@ -205,6 +213,11 @@ class LaSoftMoECLIP(nn.Module):
         new_ids = {id(p) for b in self.visual.transformer.resblocks if b.moe is not None for p in b.moe.parameters()}
         params = [p for p in self.parameters() if p.requires_grad]
         return [p for p in params if id(p) not in new_ids], [p for p in params if id(p) in new_ids]
+
+    def stem_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the convolutional stem's pretrained features (empty for the patch embedding)."""
+        stem = self.visual.stem
+        return [] if stem is None else [p for p in stem.features.parameters() if p.requires_grad]
 
 
 class LivenessScorer(nn.Module):

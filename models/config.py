@@ -14,7 +14,8 @@ from typing import Any
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 
-WEIGHTINGS = ("softmax", "la-a", "la-b")  # Soft MoE; La-SoftMoE reading A; reading B (paper.md)
+WEIGHTINGS = ("softmax", "la-a", "la-b")
+STEMS = ("patch", "mobilenetv2")  # Soft MoE; La-SoftMoE reading A; reading B (paper.md)
 DEFAULT_PROMPTS = ("This is an image of a live face", "This is an image of a fake face")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -28,6 +29,7 @@ class VisionConfig:
     layers: int = 12
     heads: int = 12
     mlp_ratio: float = 4.0
+    stem: str = "patch"  # patch: CLIP's patch embedding; mobilenetv2: MobileNetV2 blocks 0..12 (models/stem.py)
 
     @property
     def num_tokens(self) -> int:
@@ -54,6 +56,9 @@ class MoEConfig:
     expert_ratio: float | None = None  # expert hidden width / model width; None: the block MLP's ratio
     weighting: str = "la-a"  # softmax | la-a | la-b (la-a won docs/ablation.md)
     la_query_proj: bool = False  # reading A: learnable linear map before the feature map
+    # reading A: learnable scale on the unit slot keys before the feature map, initialised at this value. None:
+    # no scale (phi of unit-norm keys is ~1 everywhere, so every slot gets the same combine weight: docs/ablation.md)
+    la_key_scale: float | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,9 @@ class ModelConfig:
                f"{v.image_size} must be a multiple of vision.patch_size ({v.patch_size})")
         _check(_is_number(v.mlp_ratio) and v.mlp_ratio > 0 and int(v.width * v.mlp_ratio) >= 1,
                "vision.mlp_ratio", f"{v.mlp_ratio!r} must be a number > 0")
+        _check(v.stem in STEMS, "vision.stem", f"{v.stem!r}; allowed: {', '.join(STEMS)}")
+        _check(v.stem == "patch" or v.patch_size == 16, "vision.patch_size",
+               f"{v.patch_size}: the {v.stem} stem has stride 16, so patch_size must be 16")
         _check(v.width % v.heads == 0, "vision.heads", f"vision.width {v.width} must divide by {v.heads} heads")
         _check(t.width % t.heads == 0, "text.heads", f"text.width {t.width} must divide by {t.heads} heads")
         _check(t.context_length >= 3, "text.context_length", f"{t.context_length} leaves no room for a prompt")
@@ -120,6 +128,8 @@ class ModelConfig:
         _check(m.expert_ratio is None or (_is_number(m.expert_ratio) and m.expert_ratio > 0
                                           and int(v.width * m.expert_ratio) >= 1),
                "moe.expert_ratio", f"{m.expert_ratio!r} must be a number > 0 or null")
+        _check(m.la_key_scale is None or (_is_number(m.la_key_scale) and m.la_key_scale > 0), "moe.la_key_scale",
+               f"{m.la_key_scale!r} must be a number > 0 or null")
         _check(isinstance(m.la_query_proj, bool), "moe.la_query_proj", f"{m.la_query_proj!r} must be true/false")
         _check(isinstance(self.prompts, tuple) and len(self.prompts) == 2
                and all(isinstance(p, str) and p.strip() for p in self.prompts),

@@ -128,6 +128,20 @@ def leave_one_source_out(samples: Sequence[Sample], source: str) -> tuple[list[S
     return [s for s in samples if id(s) not in keep], match
 
 
+def hold_out_sources(samples: Sequence[Sample], sources: Sequence[str]) -> tuple[list[Sample], list[Sample]]:
+    """Validation = every sample of each listed source (exact name, or a family such as ``cvzc``); train = the
+    rest. Several sources at once make one fold that holds out people, rooms and cameras never seen in training."""
+    if not sources:
+        raise ValueError("hold_out_sources needs at least one source")
+    known = {s.source for s in samples}
+    for src in sources:
+        if not any(k == src or _family(k) == src for k in known):
+            raise ValueError(f"no samples of source {src!r}; sources: {sorted(known)}")
+    wanted = set(sources)
+    val = [s for s in samples if s.source in wanted or _family(s.source) in wanted]
+    return [s for s in samples if not (s.source in wanted or _family(s.source) in wanted)], val
+
+
 def balanced_weights(samples: Sequence[Sample], alpha: float = 0.5) -> np.ndarray:
     """Sampling weights that balance classes and soften source imbalance.
 

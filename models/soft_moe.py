@@ -11,7 +11,8 @@ Axis letters used in the einsums below:
 
 The combine weights C are selected by ``weighting`` (paper.md):
     softmax  C = softmax_s(L)                                    Soft MoE
-    la-a     C = phi(IN(X) W) . phi(l2norm(Phi)) / sum           La-SoftMoE reading A (linear attention)
+    la-a     C = phi(IN(X) W) . phi(t l2norm(Phi)) / sum         La-SoftMoE reading A (linear attention;
+                                                                 t = 1 or a learnable key scale)
     la-b     C = phi(IN_m(L)) / sum                              La-SoftMoE reading B (normalised logits)
 with phi(x) = elu(x) + 1 > 0 and IN the instance norm over the token axis, so every row of C is positive
 and sums to 1. The branch output is multiplied by ``gate`` (initialised at 0), so a block that gains the
@@ -80,7 +81,7 @@ class SoftMoE(nn.Module):
     """Soft MoE layer with selectable combine weighting; input and output b m d."""
 
     def __init__(self, dim: int, hidden: int, num_experts: int, slots_per_expert: int,
-                 weighting: str = "la-b", la_query_proj: bool = False):
+                 weighting: str = "la-a", la_query_proj: bool = False, la_key_scale: float | None = None):
         super().__init__()
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting {weighting!r} not in {WEIGHTINGS}")
@@ -90,6 +91,8 @@ class SoftMoE(nn.Module):
         self.gate = nn.Parameter(torch.zeros(()))
         self.experts = StackedExperts(num_experts, dim, hidden)
         self.query_proj = nn.Linear(dim, dim) if (la_query_proj and weighting == "la-a") else None
+        self.key_scale = (nn.Parameter(torch.tensor(float(la_key_scale))) if (la_key_scale is not None
+                          and weighting == "la-a") else None)
 
     def routing(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Dispatch and combine weights, both b m s: dispatch sums to 1 over m, combine over s."""
@@ -102,7 +105,8 @@ class SoftMoE(nn.Module):
             q = _instance_norm_tokens(x)
             if self.query_proj is not None:
                 q = self.query_proj(q)
-            w = torch.einsum("bmd,ds->bms", _phi(q), _phi(phi_n))
+            keys = phi_n if self.key_scale is None else self.key_scale * phi_n
+            w = torch.einsum("bmd,ds->bms", _phi(q), _phi(keys))
             combine = w / w.sum(dim=-1, keepdim=True)
         else:  # la-b
             w = _phi(_instance_norm_tokens(logits))

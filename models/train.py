@@ -37,6 +37,7 @@ from .pretrained import load_pretrained_clip
 log = logging.getLogger("models.train")
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFEST = ROOT.parent / "shared" / "data" / "faces" / "manifest.csv"
+DEFAULT_STEM_WEIGHTS = ROOT.parent / "shared" / "pretrained" / "mobilenet_v2_1.0_224.safetensors"
 DATA_TERMS = ("Research and non-commercial data (NUAA, Idiap Replay-Attack, UTKFace, Yonsei, LFW swaps, GAN "
               "portraits, webcam captures): weights are for evaluation and demonstration, not production decisions.")
 
@@ -49,7 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--init", type=Path, help="initialise from one of our checkpoints (fine-tuning)")
     p.add_argument("--resume", type=Path, help="resume the run in this output folder")
     p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
-    p.add_argument("--split", default="group", help="'group' (group-held-out) or 'loso:SOURCE' (leave one source out)")
+    p.add_argument("--split", default="group", help="'group' (group-held-out), 'loso:SOURCE' (leave one source out) "
+                   "or 'holdout:SRC1,SRC2,...' (several whole sources or families held out together)")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--out", type=Path, default=Path("runs/train"))
     p.add_argument("--epochs", type=int, default=10)
@@ -66,6 +68,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--p-moire", type=float, default=0.15)
     p.add_argument("--p-colour", type=float, default=0.15)
     p.add_argument("--p-self-blend", type=float, default=0.1)
+    p.add_argument("--p-camera", type=float, default=0.0, help="white balance + gamma of another camera")
+    p.add_argument("--p-noise", type=float, default=0.0, help="sensor read / shot noise")
+    p.add_argument("--p-border-mix", type=float, default=0.0,
+                   help="surroundings of the face taken from a same-label crop of another source")
+    p.add_argument("--stem-weights", type=Path, default=None,
+                   help="MobileNetV2 release weights for a mobilenetv2 stem (default: shared/pretrained copy if "
+                   "present; 'none' trains the stem from scratch)")
+    p.add_argument("--lr-stem", type=float, default=2e-4, help="learning rate of the pretrained stem features")
+    p.add_argument("--fresh-experts", action="store_true",
+                   help="initialise experts independently instead of upcycling identical copies of the MLP")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (default on CUDA; on CPUs with bf16)")
@@ -106,16 +118,34 @@ def load_images(samples: list[fdata.Sample], size: int, cache: Path | None) -> n
 
 
 class CropDataset(torch.utils.data.Dataset):
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform, mean, std):
+    """Crops -> normalised tensors. With ``sources``, each item also hands the transform a *partner*: a crop of
+    the same label from another source (for border mixing), drawn with Python's ``random`` (re-seeded per
+    DataLoader worker by torch)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform, mean, std,
+                 sources: "list[str] | None" = None):
         self.images, self.labels, self.transform = images, labels, transform
         self.mean = np.asarray(mean, np.float32) * 255.0
         self.std = np.asarray(std, np.float32) * 255.0
+        self.sources = np.asarray(sources) if sources is not None else None
+        self.by_label = {c: np.flatnonzero(np.asarray(labels) == c) for c in (0, 1)}
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def _partner(self, i: int) -> "np.ndarray | None":
+        pool = self.by_label[int(self.labels[i])]
+        for _ in range(4):  # a few tries at another source; a one-source pool gives up
+            j = int(pool[random.randrange(len(pool))])
+            if self.sources[j] != self.sources[i]:
+                return self.images[j]
+        return None
+
     def __getitem__(self, i: int):
-        img, label = self.transform(self.images[i], int(self.labels[i]))
+        if self.sources is not None:
+            img, label = self.transform(self.images[i], int(self.labels[i]), partner=self._partner(i))
+        else:
+            img, label = self.transform(self.images[i], int(self.labels[i]))
         x = (img.astype(np.float32) - self.mean) / self.std  # H W 3
         return torch.from_numpy(x.transpose(2, 0, 1).copy()), label
 
@@ -137,15 +167,38 @@ def lr_lambda(total: int, warmup: int):
     return f
 
 
-def make_optimizer(model: LaSoftMoECLIP, lr: float, lr_new: float, wd: float) -> torch.optim.Optimizer:
+def make_optimizer(model: LaSoftMoECLIP, lr: float, lr_new: float, wd: float,
+                   lr_stem: float | None = None) -> torch.optim.Optimizer:
     base, new = model.param_groups()
+    stem_ids = {id(p) for p in model.stem_parameters()} if lr_stem is not None else set()
+    stem = [p for p in base if id(p) in stem_ids]
+    base = [p for p in base if id(p) not in stem_ids]
     groups = []
-    for params, rate in ((base, lr), (new, lr_new)):
+    for params, rate in ((base, lr), (new, lr_new), (stem, lr_stem)):
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
         groups += [{"params": decay, "lr": rate, "weight_decay": wd},
                    {"params": no_decay, "lr": rate, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], betas=(0.9, 0.98), eps=1e-6)
+
+
+@torch.no_grad()
+def fresh_experts(model: LaSoftMoECLIP, seed: int) -> None:
+    """Give every expert of every MoE branch its own random initialisation (gates stay at zero).
+
+    Upcycling copies one MLP into every expert: identical experts get identical gradients up to the combine
+    weights, which start uniform, so from scratch they stay near-identical. Independent experts can diverge.
+    """
+    g = torch.Generator().manual_seed(seed + 7)
+    for block in model.visual.transformer.resblocks:
+        if block.moe is None:
+            continue
+        e = block.moe.experts
+        d, h = e.c_fc_weight.shape[2], e.c_fc_weight.shape[1]
+        e.c_fc_weight.copy_(torch.randn(e.c_fc_weight.shape, generator=g) * (2 * d) ** -0.5)
+        e.c_proj_weight.copy_(torch.randn(e.c_proj_weight.shape, generator=g) * h ** -0.5 * 0.5)
+        e.c_fc_bias.zero_()
+        e.c_proj_bias.zero_()
 
 
 # --- validation ------------------------------------------------------------------------------------------
@@ -154,8 +207,12 @@ def predict(model: LaSoftMoECLIP, loader, autocast) -> np.ndarray:
     model.eval()
     out = []
     for x, _ in loader:
+        x = x.to(model.logit_scale.device)
+        if x.device.type == "cpu":  # fp32: bf16 logits (8-bit mantissa) tie scores and make the AUC coarse
+            out.append(model.predict_proba(x).float())
+            continue
         with autocast():
-            out.append(model.predict_proba(x.to(model.logit_scale.device)).float().cpu())
+            out.append(model(x).float().softmax(dim=-1)[:, 1].cpu())
     model.train()
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
@@ -233,6 +290,17 @@ def main(argv=None) -> int:
         rep = load_pretrained_clip(model, args.clip)
         log.info("CLIP weights %s (%s): %d tensors, %d MoE tensors new", args.clip, rep.source_format, rep.loaded,
                  rep.missing_moe)
+    if cfg.vision.stem == "mobilenetv2" and not args.init and not resuming:
+        stem_path = args.stem_weights or DEFAULT_STEM_WEIGHTS
+        if str(stem_path) != "none":
+            from .stem import load_mobilenet_v2_stem
+
+            n = load_mobilenet_v2_stem(model.visual.stem.features, stem_path)
+            log.info("stem: %d MobileNetV2 tensors from %s", n, stem_path)
+        else:
+            log.info("stem: trained from scratch (--stem-weights none)")
+    if args.fresh_experts:
+        fresh_experts(model, args.seed)
     if args.init:
         model.load_state_dict(load_checkpoint(args.init).model.state_dict())
     lr = args.lr if args.lr is not None else (1e-6 if from_clip else 5e-4)
@@ -247,8 +315,10 @@ def main(argv=None) -> int:
         train, val = fdata.group_split(samples, args.val_fraction, args.seed)
     elif args.split.startswith("loso:"):
         train, val = fdata.leave_one_source_out(samples, args.split[5:])
+    elif args.split.startswith("holdout:"):
+        train, val = fdata.hold_out_sources(samples, [x for x in args.split[8:].split(",") if x])
     else:
-        raise SystemExit(f"error: --split must be 'group' or 'loso:SOURCE', got {args.split!r}")
+        raise SystemExit(f"error: --split must be 'group', 'loso:SOURCE' or 'holdout:SRC,...', got {args.split!r}")
     log.info("train %d: %s", len(train), fdata.summarize(train))
     log.info("val %d: %s", len(val), fdata.summarize(val))
     if rank == 0:  # the exact split, so `python -m models.evaluate --manifest OUT/val_manifest.csv` re-measures it
@@ -259,8 +329,10 @@ def main(argv=None) -> int:
     va_img = load_images(val, store, args.cache)
     size = cfg.vision.image_size
     aug = TrainAugment(size, p_moire=args.p_moire, p_colour_distortion=args.p_colour,
-                       p_self_blend=args.p_self_blend, seed=args.seed + 1000 * rank)
-    tr_ds = CropDataset(tr_img, np.array([s.label for s in train]), aug, cfg.mean, cfg.std)
+                       p_self_blend=args.p_self_blend, p_camera=args.p_camera, p_noise=args.p_noise,
+                       p_border_mix=args.p_border_mix, seed=args.seed + 1000 * rank)
+    tr_ds = CropDataset(tr_img, np.array([s.label for s in train]), aug, cfg.mean, cfg.std,
+                        sources=[s.source for s in train] if args.p_border_mix > 0 else None)
     va_ds = CropDataset(va_img, np.array([s.label for s in val]), _EvalWrap(size), cfg.mean, cfg.std)
     steps_per_epoch = args.steps_per_epoch or max(1, len(train) // (args.batch_size * world))
     gen = torch.Generator().manual_seed(args.seed * 100 + rank)
@@ -275,7 +347,8 @@ def main(argv=None) -> int:
                                             drop_last=True, persistent_workers=True)
     va_loader = torch.utils.data.DataLoader(va_ds, 128, shuffle=False, num_workers=0)
 
-    opt = make_optimizer(model, lr, lr_new, args.weight_decay)
+    opt = make_optimizer(model, lr, lr_new, args.weight_decay,
+                         lr_stem=args.lr_stem if cfg.vision.stem != "patch" else None)
     total = steps_per_epoch * args.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, int(args.warmup * total)))
     start_epoch, best = 0, float("inf")

@@ -6,8 +6,8 @@ import matplotlib.cbook as cbook
 import numpy as np
 import pytest
 
-from models.augment import (EvalTransform, TrainAugment, augment_batch, colour_distortion, colour_jitter,
-                            gaussian_blur, jpeg, moire, self_blend)
+from models.augment import (EvalTransform, TrainAugment, augment_batch, border_mix, camera_response,
+                            colour_distortion, colour_jitter, gaussian_blur, jpeg, moire, self_blend, sensor_noise)
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +179,46 @@ def test_dataloader_workers_get_distinct_streams(face):
     dl = torch.utils.data.DataLoader(DS(), batch_size=1, num_workers=2, shuffle=False, timeout=60)
     items = [b[0].numpy() for b in dl]  # worker 0 gets items 0, 2; worker 1 gets 1, 3
     assert not np.array_equal(items[0], items[1])
+
+
+# --- camera and room cues -----------------------------------------------------------------------------------
+def test_camera_response_changes_white_balance_and_tone(face):
+    rng = np.random.default_rng(3)
+    outs = [camera_response(face, rng) for _ in range(8)]
+    ratios = [o.reshape(-1, 3).mean(0) / (face.reshape(-1, 3).mean(0) + 1e-6) for o in outs]
+    assert np.std([r[0] / r[2] for r in ratios]) > 0.02  # the R / B balance moves from sample to sample
+    assert all(o.shape == face.shape and o.dtype == np.uint8 for o in outs)
+
+
+def test_sensor_noise_is_zero_mean_and_brighter_pixels_get_more(face):
+    rng = np.random.default_rng(0)
+    flat = np.full((64, 64, 3), 40, np.uint8)
+    bright = np.full((64, 64, 3), 200, np.uint8)
+    dn = sensor_noise(flat, rng, read=(2, 2), shot=(0.05, 0.05)).astype(np.float32) - 40
+    db = sensor_noise(bright, rng, read=(2, 2), shot=(0.05, 0.05)).astype(np.float32) - 200
+    assert abs(dn.mean()) < 0.3 and abs(db.mean()) < 0.3
+    assert db.std() > 1.5 * dn.std()
+
+
+def test_border_mix_keeps_the_face_and_replaces_the_surroundings(face):
+    other = np.zeros_like(face)
+    out = border_mix(face, other, np.random.default_rng(1))
+    centre = np.abs(out[60:100, 60:100].astype(np.int16) - face[60:100, 60:100]).mean()
+    corner = np.abs(out[:12, :12].astype(np.int16) - face[:12, :12]).mean()
+    assert centre < 2 and corner > 0.8 * face[:12, :12].mean()
+    small = border_mix(face, np.zeros((50, 50, 3), np.uint8), np.random.default_rng(1))  # resized partner
+    assert small.shape == face.shape
+
+
+def test_train_augment_room_ops_are_off_by_default_and_use_the_partner(face):
+    base = TrainAugment(128, seed=2)
+    again = TrainAugment(128, seed=2)
+    black = np.zeros_like(face)
+    # default: p_border_mix 0, so a partner changes nothing and draws nothing
+    assert np.array_equal(base(face, 0, partner=black)[0], again(face, 0)[0])
+    mixer = TrainAugment(128, seed=2, p_border_mix=1.0, p_flip=0, p_colour_jitter=0, p_blur=0, p_jpeg=0,
+                         p_moire=0, p_colour_distortion=0, p_self_blend=0, scale=(1, 1))
+    out, label = mixer(face, 0, partner=black)
+    assert label == 0 and out[:8, :8].mean() < 0.5 * EvalTransform(128)(face)[:8, :8].mean()
+    with pytest.raises(ValueError, match="p_noise"):
+        TrainAugment(128, p_noise=1.5)

@@ -114,3 +114,40 @@ def test_cli_run_checkpoints_reload_and_resume(tmp_path):
 def test_resume_without_a_run_is_a_clear_error(tmp_path, capsys):
     assert trainer.main(["--resume", str(tmp_path / "nothing")]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_hold_out_sources_keeps_whole_sources_and_families_apart(tmp_path):
+    from models.data import Sample, hold_out_sources
+
+    rows = [Sample(tmp_path / f"{src}-{i}.jpg", i % 2, "none" if i % 2 == 0 else "replay", src, f"{src}-g{i % 3}")
+            for src in ("cvzc-a", "cvzc-b", "pyis-x", "nuaa") for i in range(6)]
+    train, val = hold_out_sources(rows, ["cvzc", "pyis-x"])
+    assert {s.source for s in val} == {"cvzc-a", "cvzc-b", "pyis-x"} and {s.source for s in train} == {"nuaa"}
+    assert len(train) + len(val) == len(rows)
+    with pytest.raises(ValueError, match="no samples of source 'lfw'"):
+        hold_out_sources(rows, ["nuaa", "lfw"])
+
+
+def test_border_mix_partner_is_same_label_other_source():
+    import random
+
+    from models.train import CropDataset
+
+    images = np.stack([np.full((16, 16, 3), v, np.uint8) for v in range(8)])
+    labels = np.array([0, 0, 1, 1, 0, 0, 1, 1])
+    sources = ["a", "a", "a", "a", "b", "b", "b", "b"]
+    seen = []
+
+    def transform(img, label, partner=None):
+        seen.append((int(img[0, 0, 0]), label, None if partner is None else int(partner[0, 0, 0])))
+        return img, label
+
+    ds = CropDataset(images, labels, transform, (0, 0, 0), (1, 1, 1), sources=sources)
+    random.seed(0)
+    for i in range(len(ds)):
+        for _ in range(5):
+            ds[i]
+    for idx, label, partner in seen:
+        if partner is not None:
+            assert labels[partner] == label and sources[partner] != sources[idx]
+    assert sum(p is not None for _, _, p in seen) > 0.8 * len(seen)
