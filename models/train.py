@@ -250,9 +250,11 @@ def main(argv=None) -> int:
             print(f"error: nothing to resume in {args.resume} (no args.json)", file=sys.stderr)
             return 2
         resume_args = json.loads(state_json.read_text())
-        out = args.resume
+        out, threads = args.resume, args.threads
         args = parse_args(resume_args["argv"])
         args.out, args.resume = out, out
+        if threads:  # the machine may have changed: --threads on the resume command line wins
+            args.threads = threads
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     device = torch.device("cpu")
