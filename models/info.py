@@ -24,7 +24,7 @@ from .config import ModelConfig
 def image_flops(cfg: ModelConfig) -> dict[str, int]:
     """FLOPs (2 x multiply-adds) of one crop through the deployable image tower, by part, plus ``total``.
 
-    Parts: ``patch_embed`` (the stride-P convolution), ``attention`` (qkv, scores q k^T, weights x v, output
+    Parts: ``patch_embed`` (the stride-P convolution, or the convolutional stem with its projection), ``attention`` (qkv, scores q k^T, weights x v, output
     projection, all blocks), ``mlp`` (the block MLPs), ``moe`` (router logits, dispatch, experts, combine and
     reading A's linear-attention product and optional query map, in the MoE blocks), ``head`` (``ln_post @
     proj`` and the cosine against the two prompt features).
@@ -34,7 +34,12 @@ def image_flops(cfg: ModelConfig) -> dict[str, int]:
     m, d = v.num_tokens, v.width  # tokens (patches + CLS), width
     hidden = int(d * v.mlp_ratio)
     macs: dict[str, int] = {}
-    macs["patch_embed"] = g * g * (3 * v.patch_size * v.patch_size) * d
+    if v.stem == "patch":
+        macs["patch_embed"] = g * g * (3 * v.patch_size * v.patch_size) * d
+    else:  # convolutional stem in place of the patch embedding (models/stem.py)
+        from .stem import stem_macs
+
+        macs["patch_embed"] = stem_macs(v.image_size, d)
     # per block: qkv (m d 3d), scores (m m d over all heads), weights x values (m m d), out_proj (m d d)
     macs["attention"] = v.layers * (m * d * 3 * d + 2 * m * m * d + m * d * d)
     macs["mlp"] = v.layers * 2 * m * d * hidden

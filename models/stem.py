@@ -92,6 +92,17 @@ class ConvStem(nn.Module):
         return self.proj(self.features(x)).flatten(2).transpose(1, 2)  # b (g g) width
 
 
+def stem_macs(image_size: int, width: int) -> int:
+    """Multiply-adds of ``ConvStem`` on one image_size x image_size crop (convolutions and the projection)."""
+    stem, size, macs = MobileNetV2Stem(), image_size, 0
+    for mod in stem.modules():
+        if isinstance(mod, _Conv):
+            size = -(-size // mod.stride)  # SAME padding: ceil(size / stride)
+            c = mod.conv
+            macs += size * size * c.out_channels * (c.in_channels // c.groups) * c.kernel_size[0] * c.kernel_size[1]
+    return macs + size * size * STEM_CHANNELS * width
+
+
 @torch.no_grad()
 def load_mobilenet_v2_stem(stem: MobileNetV2Stem, path: str | Path) -> int:
     """Load ``c0..c38`` of the ImageNet MobileNetV2 safetensors release into ``stem``; strict on names and shapes.

@@ -104,3 +104,16 @@ def test_module_entry_point():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["params"]["moe"] > 0
+
+
+def test_stem_flops_match_flop_counter():
+    d = get_config("test-tiny").to_dict()
+    d["vision"].update(stem="mobilenetv2", patch_size=16, image_size=64)
+    d["moe"].update(layers=[1], weighting="la-a", la_key_scale=5.0)
+    cfg = ModelConfig.from_dict(d)
+    scorer = models.create_model(cfg).eval().scorer()
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        scorer(torch.randn(1, 3, 64, 64))
+    flops = image_flops(cfg)
+    assert flops["total"] == counter.get_total_flops()
+    assert flops["patch_embed"] > 10 * 2 * 16 * (3 * 16 * 16) * 32  # the stem costs far more than a patch conv
