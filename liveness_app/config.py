@@ -56,8 +56,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-ASSETS = ROOT / "assets"
+from .assets import ASSETS_DIR
+
+ASSETS = ASSETS_DIR  # the installed package's assets, else the checkout's assets/ (liveness_app/assets.py)
 DEFAULT_DETECTOR = ASSETS / "face_detection_short_range.tflite"
 DEMO_VIDEO = ASSETS / "demo.mp4"
 BACKENDS = ("auto", "tensorrt", "cuda", "cpu", "openvino", "onnxruntime", "torch")  # last 3: a CPU engine by name
