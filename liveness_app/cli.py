@@ -225,7 +225,7 @@ def display_problem(environ: "dict[str, str] | None" = None, platform: str | Non
     need = {"xcb": "DISPLAY is unset", "wayland": "WAYLAND_DISPLAY is unset"}.get(qpa.split("-")[0],
                                                                                  "DISPLAY and WAYLAND_DISPLAY are unset")
     return (f"no display to open the window on ({need}): run without a window with --headless --source SRC, or "
-            "score photos with --images PATH (or start a virtual display: xvfb-run python main.py)")
+            "score photos with --images PATH (or start a virtual display: xvfb-run -a followed by this command)")
 
 
 def _handle(result, pipeline, writer, audit, summary) -> None:

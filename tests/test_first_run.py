@@ -58,6 +58,20 @@ def test_display_problem(env, platform, ok):
     assert (display_problem(env, platform) is None) == ok
 
 
+def test_native_noise_is_dropped_and_everything_else_on_fd_2_passes(capfd):
+    from liveness_app.quiet import native_stderr_filtered
+
+    with native_stderr_filtered() as dropped:
+        os.write(2, b"INFO: [environment.cc:36] Creating LiteRT environment with options\n"
+                    b"W0000 00:00:1796173786.567206    3636 inference_runner_litert.cc:1433] Input tensor ...\n"
+                    b"WARNING: Logging before InitGoogle() is written to STDERR\n"
+                    b"a real warning from another thread\n")
+        print("python stderr too", file=sys.stderr)
+    err = capfd.readouterr().err
+    assert sorted(err.splitlines()) == ["a real warning from another thread", "python stderr too"]
+    assert len(dropped) == 3 and dropped[0].startswith("INFO: [environment.cc:36]")
+
+
 def test_output_dash_is_standard_output_and_the_summary_goes_to_stderr(face_clip, tiny_checkpoint, tmp_path):
     clip, placements = face_clip
     env = clean_env(LIVENESS_CACHE_DIR=str(tmp_path / "c"), LIVENESS_LOG_DIR=str(tmp_path / "l"))
