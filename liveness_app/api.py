@@ -26,7 +26,6 @@ import cv2
 import numpy as np
 
 from .config import AppConfig, load_config
-from .quiet import prepare_process
 from .types import FrameResult
 
 COLORS = ("bgr", "rgb")
@@ -145,8 +144,11 @@ class LivenessDetector:
         return self
 
     def _start(self, config: AppConfig) -> None:
-        prepare_process()
+        from models.export import disable_openvino_telemetry
+
         from .scorer import create_scorer
+
+        disable_openvino_telemetry()  # nothing is sent or written under ~/intel (see models/export.py)
 
         self.config = config
         self.scorer = create_scorer(config.model, backend=config.backend)

@@ -1,8 +1,8 @@
 """Bundled assets verified by SHA-256: ``assets/SHA256SUMS`` (``sha256sum`` format) recorded in the repository.
 
 The folder is ``ASSETS_DIR``: the copy inside an installed package (``pip install .``), else the checkout's
-top-level ``assets/``. ``python -m liveness_app.assets --write`` regenerates the file from the assets present (run it after adding or
-replacing an asset, e.g. the bundled model, and commit the result); ``python -m liveness_app.assets`` (or
+top-level ``assets/``. ``python -m liveness_app.assets --write`` regenerates the file from the assets present
+(run it after adding or replacing an asset, e.g. the bundled model, and commit the result); ``python -m liveness_app.assets`` (or
 ``--check``) verifies them and exits 1 naming every missing or altered file. The scorer and ``--check`` call
 ``verify_file`` before loading a bundled file, so an altered or truncated asset is refused with a clear message.
 Files listed in SHA256SUMS must match; files not listed (the model before it is added) are reported as

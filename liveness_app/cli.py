@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .config import BACKENDS, LOG_LEVELS, AppConfig, ConfigError, load_config
+from .config import BACKENDS, DEMO_VIDEO, LOG_LEVELS, AppConfig, ConfigError, load_config
 from .sources import IMAGE_EXTENSIONS, LatestFrameReader, SourceError, open_source
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,11 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[AppConfig, argparse
              if k not in ("config", "summary_json", "check", "images", "recursive") and v is not None}
     if args.recursive and not args.images:
         raise BadInput("--recursive applies to --images only")
+    if args.images:
+        clash = [f for f, v in (("--source", args.source), ("--demo", args.demo), ("--loop", args.loop),
+                                ("--kiosk", args.kiosk), ("--check", args.check or None)) if v is not None]
+        if clash:
+            raise BadInput(f"--images scores photos one by one; it cannot be combined with {', '.join(clash)}")
     try:
         return load_config(args.config, **flags), args
     except ConfigError as e:
@@ -100,7 +105,6 @@ def run_headless(config: AppConfig, summary_json: str | None = None) -> int:
 
     writer = audit = None
     summary = RunSummary()
-    from .config import DEMO_VIDEO
     from .demo import DemoScorecard, is_demo_clip
 
     scorecard = None
@@ -166,7 +170,7 @@ def run_headless(config: AppConfig, summary_json: str | None = None) -> int:
 def run_images(config: AppConfig, paths: Sequence[str], recursive: bool = False,
                summary_json: str | None = None) -> int:
     """``--images``: score every image on its own, write its record, print the summary (see liveness_app/images)."""
-    from .images import Progress, RecordWriter, collect_images, score_images
+    from .images import Progress, RecordWriter, collect_images, isatty, score_images
 
     images, missing = collect_images(paths, recursive)
     if not images:
@@ -181,7 +185,9 @@ def run_images(config: AppConfig, paths: Sequence[str], recursive: bool = False,
         detector.close()
         raise BadInput(str(e)) from e
     try:
-        summary = score_images(detector, images, writer, Progress(len(images)), missing)
+        # no bar when the records themselves go to the terminal: the two would overwrite each other
+        bar = Progress(len(images), enabled=not (writer.target == "-" and isatty(sys.stdout)))
+        summary = score_images(detector, images, writer, bar, missing)
     finally:
         writer.close()
         detector.close()
@@ -222,8 +228,8 @@ def display_problem(environ: "dict[str, str] | None" = None, platform: str | Non
         return None
     if (qpa == "xcb" and has_x) or (qpa.startswith("wayland") and has_wayland) or (not qpa and (has_x or has_wayland)):
         return None
-    need = {"xcb": "DISPLAY is unset", "wayland": "WAYLAND_DISPLAY is unset"}.get(qpa.split("-")[0],
-                                                                                 "DISPLAY and WAYLAND_DISPLAY are unset")
+    need = {"xcb": "DISPLAY is unset", "wayland": "WAYLAND_DISPLAY is unset"}.get(
+        qpa.split("-")[0], "DISPLAY and WAYLAND_DISPLAY are unset")
     return (f"no display to open the window on ({need}): run without a window with --headless --source SRC, or "
             "score photos with --images PATH (or start a virtual display: xvfb-run -a followed by this command)")
 

@@ -148,10 +148,10 @@ class RecordWriter:
 class Progress:
     """A one-line progress bar on ``stream`` when it is a terminal (nothing otherwise, so logs stay clean)."""
 
-    def __init__(self, total: int, stream: IO[str] | None = None, width: int = 30):
+    def __init__(self, total: int, stream: IO[str] | None = None, width: int = 30, *, enabled: bool = True):
         self.total, self.width = total, width
         self.stream = stream if stream is not None else sys.stderr
-        self.enabled = total > 1 and _isatty(self.stream)
+        self.enabled = enabled and total > 1 and isatty(self.stream)
         self._last = 0.0
 
     def update(self, done: int, label: str = "") -> None:
@@ -172,7 +172,7 @@ class Progress:
             self.stream.flush()
 
 
-def _isatty(stream: Any) -> bool:
+def isatty(stream: Any) -> bool:
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError, io.UnsupportedOperation):

@@ -50,7 +50,7 @@ def as_bgr(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def crop_faces(frame_bgr: np.ndarray, boxes: "list[FaceBox]", size: int,
+def crop_faces(frame_bgr: np.ndarray, boxes: list[FaceBox], size: int,
                config: AppConfig) -> tuple[list[np.ndarray], list[Quality]]:
     """The model's RGB crops (design.md crop contract, ``size`` px) of ``boxes`` in a BGR frame, and their quality.
 

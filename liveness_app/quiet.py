@@ -6,7 +6,7 @@
   TF_CPP_MIN_LOG_LEVEL and ABSL_MIN_LOG_LEVEL were tried). The block redirects fd 2 to a temporary file and
   afterwards writes back every line that is not such native log noise (another thread's warning, a Python
   traceback); the dropped lines go to our log at DEBUG.
-- ``prepare_process()``: run once at start (the CLI, ``LivenessDetector``): matplotlib, which mediapipe imports,
+- ``prepare_process()``: run once at the start of the command line: matplotlib, which mediapipe imports,
   keeps its font cache in our cache folder instead of ``~/.config/matplotlib`` / ``~/.cache/matplotlib``
   (unless MPLCONFIGDIR is set), and OpenVINO's usage telemetry is switched off (models/export.py).
 """

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
 from liveness_app.cli import main
@@ -93,7 +92,9 @@ def test_nothing_readable_exits_2_and_bad_paths_are_one_line(photos, tmp_path, c
     (tmp_path / "empty").mkdir()
     for args, words in ((["--images", str(tmp_path / "empty")], ["no images", "empty", "--recursive"]),
                         (["--images", str(tmp_path / "nowhere")], ["image not found", "nowhere"]),
-                        (["--recursive", "--source", "x.mp4"], ["--recursive", "--images"])):
+                        (["--recursive", "--source", "x.mp4"], ["--recursive", "--images"]),
+                        (["--images", str(photos), "--source", "x.mp4"], ["cannot be combined", "--source"]),
+                        (["--images", str(photos), "--demo", "--loop"], ["--demo, --loop"])):
         assert main(args + BASE) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and all(w in lines[0] for w in words), lines
@@ -115,6 +116,7 @@ def test_progress_bar_only_on_a_terminal():
     assert "5/5" in tty.getvalue() and "[" + "#" * 30 + "]" in tty.getvalue()
     assert log.getvalue() == ""  # piped / redirected: no carriage-return noise
     assert Progress(1, tty).enabled is False  # a single image needs no bar
+    assert Progress(5, tty, enabled=False).enabled is False
 
 
 def test_main_py_images_prints_records_and_summary_from_another_folder(photos, tmp_path):
