@@ -304,6 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BadInput as e:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        except Exception as e:  # a failure while scoring (not the input): traceback in the log, one line last
+            log.exception("image scoring failed")
+            print(f"error: image scoring failed: {e}", file=sys.stderr)
+            return EXIT_RUNTIME
     if args.check:
         from .health import exit_code, format_checks, run_checks
 

@@ -298,35 +298,42 @@ class PipelineWorker(QObject):
             self._error_message = error + " Showing the video without verdicts."
             self._set_state("error", self._error_message)
         else:
-            if is_demo:
-                self._start_demo(spec)
+            if is_demo and not self._start_demo(spec):
+                return
             self._set_state("running", "")
         self._loop(self.pipeline is not None and error is None)
 
-    def _start_demo(self, spec: str | int) -> None:
+    def _start_demo(self, spec: str | int) -> bool:
         """The model is ready: play the demo clip from its first frame (it ran on while the model loaded, so the
-        first verdict would land on a later segment), and keep its ground-truth scorecard when it has one."""
+        first verdict would land on a later segment), and keep its ground-truth scorecard when it has one.
+        False (an error state set) when the clip cannot be opened again."""
         from ..demo import DemoScorecard
 
         c = self.config
+        old = self.reader
+        if old is not None:
+            if old.stop(timeout=1.0):
+                old.source.close()
+            else:  # blocked in a read: it ends by itself after it; its capture is not closed under it
+                log.warning("the demo's first reader did not stop within 1 s; starting the clip again anyway")
         try:
             source = self._open(spec, loop=True, folder_fps=c.folder_fps)
-        except SourceError as e:
-            log.warning("cannot restart the demo clip: %s", e)
-        else:
-            old = self.reader
-            if old is not None and old.stop(timeout=1.0):  # a reader still blocked in a read keeps its source
-                old.source.close()
-            tap = PacedTap(source, self._on_frame, self._stop)
-            self.reader = LatestFrameReader(tap, backoff_s=c.reopen_backoff_s, backoff_max_s=c.reopen_backoff_max_s,
-                                            no_signal_after_s=c.no_signal_after_s).start()
-            log.info("demo restarted from the beginning: the model is ready")
+        except SourceError as e:  # the file went away while the model loaded
+            log.error("cannot restart the demo clip: %s", e)
+            self._set_state("error", str(e))
+            self.reader = None
+            return False
+        tap = PacedTap(source, self._on_frame, self._stop)
+        self.reader = LatestFrameReader(tap, backoff_s=c.reopen_backoff_s, backoff_max_s=c.reopen_backoff_max_s,
+                                        no_signal_after_s=c.no_signal_after_s).start()
+        log.info("demo restarted from the beginning: the model is ready")
         truth = Path(str(spec)).with_suffix(".json")
         if truth.is_file():
             try:
                 self.demo_scorecard = DemoScorecard.load(truth)
             except ValueError as e:
                 log.warning("%s: no demo scorecard", e)
+        return True
 
     def _load_scorer(self) -> tuple[Any, str | None]:
         c = self.config
