@@ -1,7 +1,8 @@
 """Bundled assets verified by SHA-256: ``assets/SHA256SUMS`` (``sha256sum`` format) recorded in the repository.
 
-``python -m liveness_app.assets --write`` regenerates the file from the assets present (run it after adding or
-replacing an asset, e.g. the bundled model, and commit the result); ``python -m liveness_app.assets`` (or
+The folder is ``ASSETS_DIR``: the copy inside an installed package (``pip install .``), else the checkout's
+top-level ``assets/``. ``python -m liveness_app.assets --write`` regenerates the file from the assets present
+(run it after adding or replacing an asset, e.g. the bundled model, and commit the result); ``python -m liveness_app.assets`` (or
 ``--check``) verifies them and exits 1 naming every missing or altered file. The scorer and ``--check`` call
 ``verify_file`` before loading a bundled file, so an altered or truncated asset is refused with a clear message.
 Files listed in SHA256SUMS must match; files not listed (the model before it is added) are reported as
@@ -15,8 +16,20 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 SUMS_NAME = "SHA256SUMS"
+# An installed package carries the assets inside itself (pyproject.toml maps the checkout's top-level assets/
+# to liveness_app/bundled); a checkout (``python main.py``, tests) reads assets/ beside the package. Never the
+# current folder: ``liveness`` works from anywhere.
+PACKAGED_DIR = Path(__file__).resolve().parent / "bundled"
+CHECKOUT_DIR = Path(__file__).resolve().parent.parent / "assets"
+
+
+def find_assets_dir() -> Path:
+    """The folder of the bundled assets: the installed package's copy, else the checkout's assets/."""
+    return PACKAGED_DIR if (PACKAGED_DIR / SUMS_NAME).is_file() else CHECKOUT_DIR
+
+
+ASSETS_DIR = find_assets_dir()
 # which files of assets/ are verified: everything shipped except documentation and the sums file itself
 _SKIP_SUFFIXES = (".md", ".tmp")
 

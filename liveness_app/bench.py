@@ -76,7 +76,8 @@ def default_video(folder: Path, frames: int) -> Path:
     try:
         from media import make_face_video
     except ImportError:
-        demo = ROOT / "assets" / "demo.mp4"
+        from .config import DEMO_VIDEO as demo  # the installed package's copy, else the checkout's
+
         if not demo.is_file():
             raise FileNotFoundError("no video: pass --video PATH (tests/media.py and assets/demo.mp4 are absent)")
         return demo

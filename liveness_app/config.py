@@ -19,6 +19,8 @@ detector_model            assets/    mediapipe short-range face detector (``face
 detector_min_confidence   0.5        detector minimum confidence (the crop contract of design.md)
 track_iou_min             0.3        minimum box IoU to continue a track
 track_max_missed          5          frames a track survives without a matching detection
+track_confirm_hits        3          a new face becomes a track (shown, written, counted) once it was detected in
+track_confirm_window      5          ... this many of its last ``track_confirm_window`` frames (1 of 1: at once)
 threshold                 None       centre of the hysteresis band (None: the threshold stored with the model)
 hysteresis                0.05       half-width of the band: enter attack at thr + h, leave it below thr - h
 ema_tau_s                 0.4        EMA time constant in seconds (weights decay by time, not by frames)
@@ -54,8 +56,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-ASSETS = ROOT / "assets"
+from .assets import ASSETS_DIR
+
+ASSETS = ASSETS_DIR  # the installed package's assets, else the checkout's assets/ (liveness_app/assets.py)
 DEFAULT_DETECTOR = ASSETS / "face_detection_short_range.tflite"
 DEMO_VIDEO = ASSETS / "demo.mp4"
 BACKENDS = ("auto", "tensorrt", "cuda", "cpu", "openvino", "onnxruntime", "torch")  # last 3: a CPU engine by name
@@ -81,6 +84,8 @@ class AppConfig:
     detector_min_confidence: float = 0.5
     track_iou_min: float = 0.3
     track_max_missed: int = 5
+    track_confirm_hits: int = 3
+    track_confirm_window: int = 5
     threshold: float | None = None
     hysteresis: float = 0.05
     ema_tau_s: float = 0.4
@@ -140,12 +145,15 @@ def _validate(c: AppConfig) -> None:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {c.backend!r}")
     if c.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {c.log_level!r}")
-    for key in ("max_faces", "track_max_missed", "min_evidence_frames", "crops_retention"):
+    for key in ("max_faces", "track_max_missed", "track_confirm_hits", "track_confirm_window",
+                "min_evidence_frames", "crops_retention"):
         v = getattr(c, key)
         if isinstance(v, bool) or not isinstance(v, int):
             raise ConfigError(f"{key} must be an integer, got {v!r}")
     _range("max_faces", c.max_faces, 1, 64)
     _range("track_max_missed", c.track_max_missed, 0, 1000)
+    _range("track_confirm_window", c.track_confirm_window, 1, 100)
+    _range("track_confirm_hits", c.track_confirm_hits, 1, c.track_confirm_window)
     _range("min_evidence_frames", c.min_evidence_frames, 1, 10_000)
     _range("crops_retention", c.crops_retention, 0, None)
     _range("detector_min_confidence", c.detector_min_confidence, 0.0, 1.0)

@@ -1,5 +1,7 @@
 """Face detection: mediapipe Tasks ``FaceDetector`` (short-range BlazeFace, VIDEO mode) -> our FaceBox list.
 
+``still_images=True`` runs mediapipe's IMAGE mode instead: each call stands alone (photo scoring).
+
 VIDEO mode requires strictly increasing millisecond timestamps; the wrapper derives them from the frame time
 and bumps any that would not increase (a looped or restarted source), so callers pass seconds and never think
 about it. The detector holds native resources: close it (or use ``with``).
@@ -14,15 +16,21 @@ import cv2
 import numpy as np
 
 from .config import DEFAULT_DETECTOR
+from .quiet import native_stderr_filtered
 from .types import FaceBox
 
 log = logging.getLogger(__name__)
+# LiteRT logs "W0000 ... Input tensor memory is not aligned ..." once per process, on one of the first inferences
+# (not always the first): the first frames of a detector run with that native line filtered out of stderr
+_FILTER_FRAMES = 30
+_alignment_warned = False
 
 
 class FaceDetector:
     """Detects faces in BGR frames; ``detect(frame_bgr, t_seconds) -> list[FaceBox]`` in frame pixels."""
 
-    def __init__(self, model_path: str | Path = DEFAULT_DETECTOR, min_confidence: float = 0.5):
+    def __init__(self, model_path: str | Path = DEFAULT_DETECTOR, min_confidence: float = 0.5, *,
+                 still_images: bool = False):
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"face detector model not found: {path} (the project ships it as "
@@ -36,12 +44,15 @@ class FaceDetector:
         self._mp = mp
         options = vision.FaceDetectorOptions(
             base_options=BaseOptions(model_asset_path=str(path)),
-            running_mode=vision.RunningMode.VIDEO,
+            running_mode=vision.RunningMode.IMAGE if still_images else vision.RunningMode.VIDEO,
             min_detection_confidence=float(min_confidence))
-        self._detector: Any = vision.FaceDetector.create_from_options(options)
+        with native_stderr_filtered():  # LiteRT / XNNPACK print INFO lines to fd 2 when the graph is built
+            self._detector: Any = vision.FaceDetector.create_from_options(options)
+        self.still_images = still_images  # IMAGE mode: every call independent, ``t`` is ignored
         self.model_path = path
         self.min_confidence = float(min_confidence)
         self._last_ms = -1
+        self._filtered_frames = 0
 
     def timestamp_ms(self, t: float) -> int:
         """Frame time in seconds -> the next strictly increasing millisecond timestamp."""
@@ -51,7 +62,7 @@ class FaceDetector:
         self._last_ms = ms
         return ms
 
-    def detect(self, frame_bgr: np.ndarray, t: float) -> list[FaceBox]:
+    def detect(self, frame_bgr: np.ndarray, t: float = 0.0) -> list[FaceBox]:
         """Faces in a BGR H x W x 3 uint8 frame at time ``t`` (seconds), highest confidence first."""
         if self._detector is None:
             raise RuntimeError("FaceDetector is closed")
@@ -59,7 +70,16 @@ class FaceDetector:
             raise ValueError(f"expected a BGR uint8 H x W x 3 frame, got {frame_bgr.dtype} {frame_bgr.shape}")
         rgb = np.ascontiguousarray(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
         image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb)
-        result = self._detector.detect_for_video(image, self.timestamp_ms(t))
+        global _alignment_warned
+        run = (lambda: self._detector.detect(image)) if self.still_images else \
+            (lambda: self._detector.detect_for_video(image, self.timestamp_ms(t)))
+        if not _alignment_warned and self._filtered_frames < _FILTER_FRAMES:
+            with native_stderr_filtered() as dropped:
+                result = run()
+            self._filtered_frames += 1
+            _alignment_warned = any("not aligned" in line for line in dropped)
+        else:
+            result = run()
         boxes = []
         for d in result.detections:
             bb = d.bounding_box
@@ -74,7 +94,8 @@ class FaceDetector:
     def close(self) -> None:
         """Release the native detector (idempotent)."""
         if self._detector is not None:
-            self._detector.close()
+            with native_stderr_filtered():  # "DestroyAccelerator" INFO line
+                self._detector.close()
             self._detector = None
 
     def __enter__(self) -> "FaceDetector":

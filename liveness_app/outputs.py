@@ -1,6 +1,7 @@
 """What a run leaves behind: the verdict JSONL, the audit log of verdict changes, and the run summary.
 
-- ``JsonlWriter``: one ``FrameResult.to_record()`` line per frame (design.md format). Every line goes to the
+- ``JsonlWriter``: one ``FrameResult.to_record()`` line per frame (design.md format); path ``-`` is standard
+  output (each line written at once, no fsync or rotation). Every line goes to the
   file in one ``os.write`` on an ``O_APPEND`` descriptor (no user-space buffer), so a killed process leaves only
   complete lines; the file is fsynced when a track's verdict changes (and every ``sync_every_s``) and rotated by
   size (``path.1`` ... ``path.N``).
@@ -105,6 +106,31 @@ class LineFile:
         return self._fd is None
 
 
+class StdoutLines:
+    """``LineFile``'s interface over standard output (``--output -``): each line written and flushed at once."""
+
+    def __init__(self) -> None:
+        self.path = Path("-")
+        self.size = 0
+        self.rotations = 0
+
+    def write_line(self, text: str) -> None:
+        data = (text + "\n").encode("utf-8")
+        view = memoryview(data)
+        while view:  # straight to fd 1: no interleaving with Python's buffered sys.stdout
+            n = os.write(1, view)
+            view = view[n:]
+        self.size += len(data)
+
+    def sync(self) -> None:
+        pass  # a pipe or terminal has nothing to fsync
+
+    def close(self) -> None:
+        pass  # standard output stays open for the summary and the caller
+
+    closed = False
+
+
 class JsonlWriter:
     """Writes one verdict record per frame to a JSONL file (created with its folder; truncated on open).
 
@@ -116,7 +142,8 @@ class JsonlWriter:
     def __init__(self, path: str | Path, *, max_bytes: int = 64 * 2 ** 20, backups: int = 5,
                  sync_every_s: float = 5.0):
         try:
-            self._file: LineFile | None = LineFile(path, truncate=True, max_bytes=max_bytes, backups=backups)
+            self._file: LineFile | StdoutLines | None = StdoutLines() if str(path) == "-" else \
+                LineFile(path, truncate=True, max_bytes=max_bytes, backups=backups)
         except OSError as e:
             raise OSError(f"cannot write verdicts to {Path(path)}: {e.__cause__ or e}") from e
         self.path = self._file.path

@@ -20,7 +20,7 @@ from .crop import Quality, assess_quality, crop_face
 from .detection import FaceDetector
 from .smoothing import SmoothingParams, TrackSmoother
 from .tracking import IoUTracker, keep_largest
-from .types import FrameResult, TrackResult
+from .types import FaceBox, FrameResult, TrackResult
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,24 @@ def as_bgr(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def crop_faces(frame_bgr: np.ndarray, boxes: list[FaceBox], size: int,
+               config: AppConfig) -> tuple[list[np.ndarray], list[Quality]]:
+    """The model's RGB crops (design.md crop contract, ``size`` px) of ``boxes`` in a BGR frame, and their quality.
+
+    The one place where a frame's colour order is turned into the model's: crop in BGR (cheap), convert only
+    the small crop to RGB. The real-time pipeline and single-image scoring (liveness_app/api.py) both use it.
+    """
+    h, w = frame_bgr.shape[:2]
+    crops: list[np.ndarray] = []
+    qualities: list[Quality] = []
+    for box in boxes:
+        crop = cv2.cvtColor(crop_face(frame_bgr, box, size), cv2.COLOR_BGR2RGB)
+        crops.append(crop)
+        qualities.append(assess_quality(box, crop, w, h, min_face_px=config.min_face_px,
+                                        min_sharpness=config.min_sharpness, max_cutoff=config.max_cutoff))
+    return crops, qualities
+
+
 class Pipeline:
     """The real-time engine between a frame and a verdict (see the module docstring)."""
 
@@ -59,7 +77,8 @@ class Pipeline:
         self.input_size = int(scorer.input_size)
         self._lock = threading.RLock()
         self.detector = detector or FaceDetector(config.detector_model, config.detector_min_confidence)
-        self.tracker = IoUTracker(config.track_iou_min, config.track_max_missed)
+        self.tracker = IoUTracker(config.track_iou_min, config.track_max_missed, config.track_confirm_hits,
+                                  config.track_confirm_window)
         self.params = self._smoothing_params(config)
         self.smoothers: dict[int, TrackSmoother] = {}
         self.last_crops: dict[int, np.ndarray] = {}  # track id -> RGB crop of the latest frame (for the audit log)
@@ -94,15 +113,7 @@ class Pipeline:
         t2 = time.perf_counter()
         timings["track"] = (t2 - t1) * 1e3
 
-        h, w = frame_bgr.shape[:2]
-        crops: list[np.ndarray] = []
-        qualities: list[Quality] = []
-        for tr in tracks:
-            # crop in BGR (cheap), convert only the small crop: the model takes RGB
-            crop = cv2.cvtColor(crop_face(frame_bgr, tr.box, self.input_size), cv2.COLOR_BGR2RGB)
-            crops.append(crop)
-            qualities.append(assess_quality(tr.box, crop, w, h, min_face_px=c.min_face_px,
-                                            min_sharpness=c.min_sharpness, max_cutoff=c.max_cutoff))
+        crops, qualities = crop_faces(frame_bgr, [tr.box for tr in tracks], self.input_size, c)
         t3 = time.perf_counter()
         timings["crop"] = (t3 - t2) * 1e3
 
@@ -152,6 +163,7 @@ class Pipeline:
                 self.detector = FaceDetector(new.detector_model, new.detector_min_confidence)
                 old.close()
             self.tracker.iou_min, self.tracker.max_missed = new.track_iou_min, new.track_max_missed
+            self.tracker.set_confirmation(new.track_confirm_hits, new.track_confirm_window)
             params = self._smoothing_params(new)
             if params != self.params:
                 self.params = params

@@ -19,12 +19,11 @@ import torch
 import models
 from models.runtime import Runtime, TorchRuntime, create_runtime
 
-from .assets import verify_file
+from .assets import ASSETS_DIR, verify_file
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = ROOT / "assets" / "liveness_default.safetensors"
+DEFAULT_MODEL = ASSETS_DIR / "liveness_default.safetensors"
 
 
 class CropPreprocessor:
@@ -114,7 +113,7 @@ def load_weights(model: "str | Path | models.Checkpoint | None") -> models.Check
         return model
     if model is None or str(model) == "":
         if not DEFAULT_MODEL.is_file():
-            raise FileNotFoundError(f"bundled model not found: {DEFAULT_MODEL.relative_to(ROOT)}; pass --model "
+            raise FileNotFoundError(f"bundled model not found: {DEFAULT_MODEL}; pass --model "
                                     "with a .safetensors checkpoint")
         verify_file(DEFAULT_MODEL)  # AssetError (a ValueError) when it differs from assets/SHA256SUMS
         return models.load_checkpoint(DEFAULT_MODEL)

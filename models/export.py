@@ -138,6 +138,28 @@ def export_onnx(module: LivenessScorer, out: "str | Path", opset: int = ONNX_OPS
     return out
 
 
+def disable_openvino_telemetry() -> None:
+    """Switch off OpenVINO's usage telemetry for this process; call it before ``import openvino``.
+
+    Importing openvino imports its model converter, which sends a usage event ("import") and, on every
+    conversion, more (opt-out, no dialog, since it runs inside a library), writing ``~/intel/openvino_ga_cid``
+    and ``~/intel/stats`` under the home folder. The only switch it offers, ``opt_in_out --opt_out``, writes a
+    file there too. Without the ``openvino_telemetry`` package OpenVINO uses its own no-op stub, so the package
+    is marked unimportable for this process; converter modules already loaded are pointed at the stub.
+    """
+    if "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import -> ImportError -> stub
+    for name in ("openvino.tools.ovc", "openvino.tools.ovc.convert_impl", "openvino.tools.ovc.telemetry_utils",
+                 "openvino.tools.ovc.utils", "openvino.tools.ovc.main"):
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "tm"):
+            import openvino.tools.ovc.telemetry_stub as stub
+
+            module.tm = stub
+            if hasattr(module, "telemetry"):
+                module.telemetry = stub.Telemetry()
+
+
 def export_openvino(module: LivenessScorer, out: "str | Path", max_batch: int = MAX_BATCH) -> Path:
     """Write OpenVINO IR ``out`` (.xml) and its weights (.bin beside it), batch 1..max_batch, fp32 weights.
 
@@ -145,6 +167,7 @@ def export_openvino(module: LivenessScorer, out: "str | Path", max_batch: int = 
     5.0 ms per crop, docs/performance.md) and about 3x quicker to build, which is the app's first start.
     ``compress_to_fp16=False`` keeps the weights bit-identical to the checkpoint's.
     """
+    disable_openvino_telemetry()
     try:
         import openvino as ov
     except ImportError as e:
@@ -239,6 +262,7 @@ def load_exported(fmt: str, path: "str | Path") -> Callable[[np.ndarray], np.nda
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return lambda x: sess.run(None, {"images": x})[0]
     if fmt == "openvino":
+        disable_openvino_telemetry()
         import openvino as ov
         compiled = ov.Core().compile_model(str(path.with_suffix(".xml")), "CPU",
                                            {"INFERENCE_PRECISION_HINT": "f32"})

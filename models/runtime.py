@@ -117,6 +117,7 @@ class Runtime:
         self.max_batch = max_batch
         self.device = device
         self.notice = ""
+        self.notice_level = logging.INFO  # WARNING when the notice reports an unexpected fallback
         self.tolerance = TOLERANCE.get(self.name.split("-")[0], 1e-4)
         self._lock = threading.Lock()
 
@@ -162,6 +163,7 @@ class OpenVINORuntime(Runtime):
 
     def __init__(self, module: LivenessScorer, cache_dir: Path, max_batch: int = _export.MAX_BATCH,
                  threads: int | None = None):
+        _export.disable_openvino_telemetry()  # before the import: importing openvino sends a usage event
         import openvino as ov
         super().__init__(module.image_size, max_batch, "cpu")
         versions = {"openvino": ov.__version__, "torch": torch.__version__}
@@ -378,6 +380,7 @@ def create_runtime(checkpoint: Checkpoint, backend: str = "auto", *, cache_dir: 
             raise ValueError("fallback=False needs a concrete backend, not 'auto'")
         chain = chain[:1]
     failures: list[str] = []
+    unexpected = False  # a failure other than "no GPU" while auto looks for one: worth a warning
     for kind in chain:
         try:
             t0 = time.perf_counter()
@@ -392,11 +395,14 @@ def create_runtime(checkpoint: Checkpoint, backend: str = "auto", *, cache_dir: 
             quiet = backend == "auto" and kind in ("tensorrt", "cuda")  # expected on every machine without a GPU
             (log.info if quiet else log.warning)("backend %s unavailable: %s", kind, e)
             failures.append(reason)
+            unexpected = unexpected or not quiet
             continue
         if failures or backend == "auto":
             why = f" ({'; '.join(failures)})" if failures else ""
             rt.notice = (f"auto chose {rt.name}{why}" if backend == "auto"
                          else f"backend {backend!r} unavailable, using {rt.name}{why}")
-            (log.info if backend == "auto" and not failures else log.warning)(rt.notice)
+            # auto settling on the CPU of a machine without a GPU is the normal case, not a warning
+            rt.notice_level = logging.INFO if backend == "auto" and not unexpected else logging.WARNING
+            log.log(rt.notice_level, "%s", rt.notice)
         return rt
     raise RuntimeError(f"no backend could run the model: {'; '.join(failures)}")

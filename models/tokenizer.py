@@ -13,7 +13,20 @@ from pathlib import Path
 import regex as re
 import torch
 
-VOCAB_PATH = Path(__file__).resolve().parent.parent / "assets" / "bpe_simple_vocab_16e6.txt.gz"
+VOCAB_NAME = "bpe_simple_vocab_16e6.txt.gz"
+
+
+def _vocab_path() -> Path:
+    """The checkout's assets/ file, else the copy an installed ``liveness-app`` carries in liveness_app/bundled
+    (models/ and liveness_app/ are installed side by side; liveness_app is not imported for it)."""
+    here = Path(__file__).resolve().parent.parent
+    for folder in (here / "assets", here / "liveness_app" / "bundled"):
+        if (folder / VOCAB_NAME).is_file():
+            return folder / VOCAB_NAME
+    return here / "assets" / VOCAB_NAME  # absent: the tokenizer's error names the expected place
+
+
+VOCAB_PATH = _vocab_path()
 
 
 @functools.lru_cache()

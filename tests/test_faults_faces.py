@@ -35,7 +35,7 @@ def tiled(n_cols: int, n_rows: int, cell: int, *, offset=(0, 0), seed: int = 0) 
 
 def test_nine_real_faces_are_capped_at_max_faces_largest_first(scorer):
     frame = tiled(3, 3, 300)
-    with Pipeline(AppConfig(max_faces=4), scorer) as pipeline:
+    with Pipeline(AppConfig(max_faces=4, track_confirm_hits=1, track_confirm_window=1), scorer) as pipeline:
         boxes = pipeline.detector.detect(frame, 0.0)
         assert len(boxes) >= 7  # real detections, more than max_faces
         result = pipeline.process(frame, 0.1, 1)
@@ -67,7 +67,8 @@ def test_twenty_faces_none_tiny_and_half_outside_never_crash(scorer):
 
 def test_fast_motion_keeps_tracks_smoothers_and_audit_state_bounded(scorer, tmp_path):
     """Faces jump a third of the frame every frame: tracks die and are born constantly; state stays bounded."""
-    config = AppConfig(max_faces=4, track_max_missed=5)
+    # every face shown at once (1 of 1): the jumping faces would otherwise stay tentative (tested below)
+    config = AppConfig(max_faces=4, track_max_missed=5, track_confirm_hits=1, track_confirm_window=1)
     rng = np.random.default_rng(0)
     bound = config.max_faces * (config.track_max_missed + 2)
     with Pipeline(config, scorer) as pipeline, AuditLog(tmp_path / "audit.jsonl") as audit:
@@ -83,3 +84,18 @@ def test_fast_motion_keeps_tracks_smoothers_and_audit_state_bounded(scorer, tmp_
             assert len(pipeline.last_crops) <= config.max_faces
             assert set(audit._last) <= set(pipeline.tracker.tracks)
         assert pipeline.tracker.next_id > 3 * config.max_faces  # the motion really broke tracks many times
+
+
+def test_jumping_faces_keep_the_tentative_candidates_bounded_with_the_default_confirmation(scorer):
+    """The same motion with the default 3-of-5 rule: faces that jump are followed as tentative candidates;
+    those stay bounded, and only confirmed tracks hold a smoother."""
+    config = AppConfig(max_faces=4, track_max_missed=5)
+    rng = np.random.default_rng(0)
+    bound = config.max_faces * (config.track_max_missed + 2)
+    with Pipeline(config, scorer) as pipeline:
+        for i in range(30):
+            offset = (int(rng.integers(0, 900)), int(rng.integers(0, 900)))
+            result = pipeline.process(tiled(3, 3, 300, offset=offset, seed=i), i / 15.0, i)
+            assert 0 < len(pipeline.tracker.tentative) <= bound
+            assert len(pipeline.tracker.tracks) <= bound
+            assert {t.track_id for t in result.tracks} <= set(pipeline.smoothers) <= set(pipeline.tracker.tracks)

@@ -53,3 +53,31 @@ def test_keep_largest():
     kept, dropped = keep_largest(boxes, 2)
     assert kept == [boxes[1], boxes[3]] and dropped == 2
     assert keep_largest(boxes, 10) == (boxes, 0)
+
+
+def test_a_new_face_becomes_a_track_only_after_n_of_the_last_m_frames():
+    tr = IoUTracker(iou_min=0.3, max_missed=5, confirm_hits=3, confirm_window=5)
+    box = FaceBox(100, 100, 50, 50)
+    seen = [True, False, True, False, False, True, True]  # hits at 0, 2, 5, 6: 3 of the last 5 only at frame 6
+    out = [tr.update([box] if s else []) for s in seen]
+    assert [[t.track_id for t in o] for o in out] == [[], [], [], [], [], [], [1]]
+    assert [t.track_id for t in tr.update([box])] == [1]  # confirmed stays confirmed
+    assert tr.tentative == []
+
+
+def test_a_one_frame_detection_never_becomes_a_track_and_ids_have_no_gaps():
+    tr = IoUTracker(iou_min=0.3, max_missed=2, confirm_hits=2, confirm_window=3)
+    ghost, face = FaceBox(400, 400, 30, 30), FaceBox(100, 100, 50, 50)
+    assert tr.update([ghost]) == []  # one-frame false detection
+    for _ in range(4):
+        tr.update([])
+    assert tr.tentative == [] and tr.tracks == {}  # forgotten after max_missed
+    assert tr.update([face]) == []
+    assert [t.track_id for t in tr.update([face])] == [1]  # the ghost used no id
+
+
+def test_confirmation_settings_are_validated():
+    with pytest.raises(ValueError, match="confirm_hits"):
+        IoUTracker(confirm_hits=4, confirm_window=3)
+    with pytest.raises(ValueError, match="confirm_hits"):
+        IoUTracker().set_confirmation(0, 3)

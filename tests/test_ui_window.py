@@ -310,3 +310,27 @@ def test_demo_flag_plays_the_bundled_clip(qtbot, make_window, tiny_checkpoint):
     qtbot.waitUntil(lambda: w.frames_shown >= 3, timeout=20_000)
     assert w.source_combo.currentText() == "Demo video"
     assert w.video_view.frame.shape[:2] == (480, 640)
+
+
+def test_demo_restarts_when_the_model_is_ready_and_shows_the_ground_truth(qtbot, make_window, tiny_checkpoint):
+    """The clip plays on while the model loads (here: 2.5 s); the first verdicts must still come from its first
+    seconds (the live segment), with the segment's true label and a running scorecard beside the banner."""
+    from liveness_app.config import DEMO_VIDEO
+    if not DEMO_VIDEO.is_file():
+        pytest.skip("assets/demo.mp4 is not built (scripts/make_demo_clip.py)")
+
+    def slow_loading(model, backend="auto"):
+        time.sleep(2.5)
+        return torch_scorer(model, backend)
+
+    results = []
+    w = make_window(AppConfig(demo=True, model=str(tiny_checkpoint)), factory=slow_loading)
+    w.controller.result_ready.connect(results.append)
+    qtbot.waitUntil(lambda: w.demo_card.isVisible() and len(results) >= 3, timeout=START_S)
+    assert results[0].t < 1.0 and results[0].index == 0  # from the beginning, not 2.5 s in
+    text = w.demo_card.text()
+    assert "Ground truth" in text and "1/4 live" in text and "(live)" in text
+    for name in ("live", "print", "replay", "faceswap"):
+        assert name in text
+    card = w.controller.worker.demo_scorecard
+    assert card is not None and card.scores[0].frames >= 3

@@ -96,6 +96,21 @@ def _default_dir(kind: str) -> Path:
     return Path(base) / "liveness" / kind
 
 
+def format_scorecard(update: dict) -> str:
+    """One rich-text line: "Ground truth: 2/4 print attack (attack) | scorecard live 100 % · print 49 % ..."."""
+    seg = update.get("segment")
+    truth = (f"Ground truth: <b>{seg.caption or seg.name}</b> ({seg.label})" if seg is not None
+             else "Ground truth: -")
+    parts = []
+    for row in update["card"]["segments"]:
+        pct = "-" if row["agreement"] is None else f"{100 * row['agreement']:.0f} %"
+        name = f"<b>{row['name']}</b>" if seg is not None and row["name"] == seg.name else row["name"]
+        parts.append(f"{name} {pct}")
+    overall = update["card"]["agreement"]
+    total = "" if overall is None else f" (overall {100 * overall:.0f} %)"
+    return f"{truth} &nbsp;|&nbsp; verdicts agreeing: {' · '.join(parts)}{total}"
+
+
 class MainWindow(QMainWindow):
     """The desktop window (see the module docstring). ``autostart`` starts the pipeline at once."""
 
@@ -152,6 +167,12 @@ class MainWindow(QMainWindow):
         lv.setContentsMargins(0, 0, 0, 0)
         lv.setSpacing(0)
         lv.addWidget(self.banner)
+        self.demo_card = QLabel()  # the demo clip's ground truth next to the verdict (only while it plays)
+        self.demo_card.setObjectName("demoScorecard")
+        self.demo_card.setWordWrap(True)
+        self.demo_card.setContentsMargins(8, 4, 8, 4)
+        self.demo_card.setVisible(False)
+        lv.addWidget(self.demo_card)
         lv.addWidget(self.messages)
         lv.addWidget(self.video_view, 1)
 
@@ -276,6 +297,7 @@ class MainWindow(QMainWindow):
         c = self.controller
         c.frame_ready.connect(self._on_frame_ready)
         c.result_ready.connect(self._on_result)
+        c.scorecard.connect(self._on_scorecard)
         c.state_changed.connect(self._on_state)
         c.notice.connect(self._on_notice)
         c.info_ready.connect(self._on_info)
@@ -487,6 +509,12 @@ class MainWindow(QMainWindow):
             order = ("detect", "track", "crop", "score", "smooth")
             self.status_latency.setText("latency ms: " + "  ".join(
                 f"{k} {result.timings_ms[k]:.1f}" for k in order if k in result.timings_ms))
+
+    @Slot(object)
+    def _on_scorecard(self, update: dict) -> None:
+        """The demo's running scorecard: the segment playing, its true label, and agreement per segment so far."""
+        self.demo_card.setText(format_scorecard(update))
+        self.demo_card.setVisible(True)
 
     @Slot(str, str)
     def _on_state(self, state: str, message: str) -> None:

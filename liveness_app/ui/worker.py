@@ -167,6 +167,7 @@ class PipelineWorker(QObject):
 
     frame_ready = Signal()
     result_ready = Signal(object)
+    scorecard = Signal(object)
     state_changed = Signal(str, str)
     notice = Signal(str, str)
     info_ready = Signal(object)
@@ -195,6 +196,7 @@ class PipelineWorker(QObject):
         self._audit: Any = None  # outputs.AuditLog when config.audit_log is set (kiosks: who was judged what)
         self.results_emitted = 0
         self._face_state = ""
+        self.demo_scorecard: Any = None  # demo.DemoScorecard while the demo clip (with its demo.json) plays
 
     # ------------------------------------------------------------------ thread-safe requests (any thread)
     def request_stop(self) -> None:
@@ -296,8 +298,42 @@ class PipelineWorker(QObject):
             self._error_message = error + " Showing the video without verdicts."
             self._set_state("error", self._error_message)
         else:
+            if is_demo and not self._start_demo(spec):
+                return
             self._set_state("running", "")
         self._loop(self.pipeline is not None and error is None)
+
+    def _start_demo(self, spec: str | int) -> bool:
+        """The model is ready: play the demo clip from its first frame (it ran on while the model loaded, so the
+        first verdict would land on a later segment), and keep its ground-truth scorecard when it has one.
+        False (an error state set) when the clip cannot be opened again."""
+        from ..demo import DemoScorecard
+
+        c = self.config
+        old = self.reader
+        if old is not None:
+            if old.stop(timeout=1.0):
+                old.source.close()
+            else:  # blocked in a read: it ends by itself after it; its capture is not closed under it
+                log.warning("the demo's first reader did not stop within 1 s; starting the clip again anyway")
+        try:
+            source = self._open(spec, loop=True, folder_fps=c.folder_fps)
+        except SourceError as e:  # the file went away while the model loaded
+            log.error("cannot restart the demo clip: %s", e)
+            self._set_state("error", str(e))
+            self.reader = None
+            return False
+        tap = PacedTap(source, self._on_frame, self._stop)
+        self.reader = LatestFrameReader(tap, backoff_s=c.reopen_backoff_s, backoff_max_s=c.reopen_backoff_max_s,
+                                        no_signal_after_s=c.no_signal_after_s).start()
+        log.info("demo restarted from the beginning: the model is ready")
+        truth = Path(str(spec)).with_suffix(".json")
+        if truth.is_file():
+            try:
+                self.demo_scorecard = DemoScorecard.load(truth)
+            except ValueError as e:
+                log.warning("%s: no demo scorecard", e)
+        return True
 
     def _load_scorer(self) -> tuple[Any, str | None]:
         c = self.config
@@ -422,6 +458,10 @@ class PipelineWorker(QObject):
             self._log_face_state(result)
             self.results_emitted += 1
             self.result_ready.emit(result)
+            if self.demo_scorecard is not None:
+                playing = self.demo_scorecard.add(result)
+                self.scorecard.emit({"segment": None if playing is None else playing.segment,
+                                     "card": self.demo_scorecard.to_dict()})
 
     def _apply_requests(self) -> None:
         with self._lock:
@@ -533,13 +573,14 @@ class WorkerController(QObject):
 
     frame_ready = Signal()
     result_ready = Signal(object)
+    scorecard = Signal(object)
     state_changed = Signal(str, str)
     notice = Signal(str, str)
     info_ready = Signal(object)
     stats = Signal(object)
     stopped = Signal()
 
-    _FORWARDED = ("frame_ready", "result_ready", "state_changed", "notice", "info_ready", "stats")
+    _FORWARDED = ("frame_ready", "result_ready", "scorecard", "state_changed", "notice", "info_ready", "stats")
 
     def __init__(self, parent: QObject | None = None, *, scorer_factory: Callable[..., Any] | None = None,
                  source_factory: Callable[..., FrameSource] = open_source, demo_video: str | Path = DEMO_VIDEO):
