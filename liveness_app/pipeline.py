@@ -24,7 +24,6 @@ from .types import FaceBox, FrameResult, TrackResult
 
 log = logging.getLogger(__name__)
 
-_SMOOTHING_KEYS = ("threshold", "hysteresis", "ema_tau_s", "min_evidence_frames", "min_evidence_s")
 _DETECTOR_KEYS = ("detector_model", "detector_min_confidence")
 
 

@@ -76,27 +76,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def make_scorer(checkpoint, backend: str, threads: int = 0) -> tuple[Callable[[np.ndarray], np.ndarray], str, str]:
     """(score function b 3 S S float32 -> P(attack) b, backend name, notice) for ``backend``.
 
-    Uses ``models.runtime.create_runtime`` (with its fallbacks and start-up check); if that module is not
-    available, plain torch eager on the CPU (only for auto / cpu / torch). ``threads`` > 0 sets the CPU
-    engines' thread count (and torch's).
+    Uses ``models.runtime.create_runtime`` (with its fallbacks and start-up check). ``threads`` > 0 sets the
+    CPU engines' thread count (and torch's).
     """
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    try:
-        from .runtime import create_runtime
-    except ImportError as e:  # pragma: no cover - runtime.py ships with the project
-        if backend not in ("auto", "cpu", "torch"):
-            raise RuntimeError(f"backend {backend!r} needs models.runtime, which failed to import: {e}") from e
-        import torch
+    from .runtime import create_runtime
 
-        module = checkpoint.model.scorer().eval()
-
-        def run(x: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return module(torch.from_numpy(x)).float().numpy()
-        return run, "torch-cpu", f"models.runtime unavailable ({e}); torch eager on the CPU"
     rt = create_runtime(checkpoint, backend, threads=threads or None)
     return rt, rt.name, rt.notice
 

@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFEST = ROOT.parent / "shared" / "data" / "faces" / "manifest.csv"
 DEFAULT_STEM_WEIGHTS = ROOT.parent / "shared" / "pretrained" / "mobilenet_v2_1.0_224.safetensors"
 DATA_TERMS = ("Research and non-commercial data (NUAA, Idiap Replay-Attack, UTKFace, Yonsei, LFW swaps, GAN "
-              "portraits, webcam captures): weights are for evaluation and demonstration, not production decisions.")
+              "portraits, webcam and PyImageSearch-clone captures; rsface CC BY 4.0, Roboflow Universe "
+              "project-iorgd): weights are for evaluation and demonstration, not production decisions.")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

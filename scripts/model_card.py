@@ -53,24 +53,30 @@ def main() -> None:
     info = describe(ck)
     card = ck.data_card
     lines = [f"# Model card: `{a.model.name}`", "",
-             "La-SoftMoE CLIP (Zou et al., IJCB 2024) at a CPU real-time size, trained from scratch on the crops of "
-             "`../shared/data` (no pretrained CLIP weights can be obtained here).", "",
+             "La-SoftMoE CLIP (Zou et al., IJCB 2024) at a CPU real-time size, trained on the crops of "
+             "`../shared/data`. No pretrained CLIP weights can be obtained here: "
+             + ("the transformer is trained from scratch on top of an ImageNet MobileNetV2 stem (blocks 0-12, "
+                "Apache-2.0, fine-tuned) in place of the patch embedding."
+                if ck.config.vision.stem == "mobilenetv2" else "the whole model is trained from scratch."), "",
              "## Architecture", "",
-             f"- config `{ck.config.name}`: {ck.config.vision.image_size} px input, patch {ck.config.vision.patch_size}, "
+             f"- config `{ck.config.name}`: {ck.config.vision.image_size} px input, "
+             + (f"MobileNetV2 stem (stride 16) + 1x1 projection, " if ck.config.vision.stem == "mobilenetv2"
+                else f"patch {ck.config.vision.patch_size}, ") +
              f"width {ck.config.vision.width}, {ck.config.vision.layers} image blocks, MoE ({ck.config.moe.weighting}) "
              f"in blocks {list(ck.config.moe.layers)}, {ck.config.moe.num_experts} experts x {ck.config.slots_per_expert()} slots",
              f"- parameters: {info['params']['total']:,} in all, {info['params']['image_tower']:,} in the deployed image "
              f"tower ({info['params']['moe']:,} in MoE branches); {info['flops_per_crop']['total'] / 1e9:.3f} GFLOPs per crop",
              f"- prompts: {list(ck.prompts)}; score = P(attack) = softmax(exp(logit_scale) cos(image, prompt))[1]",
-             f"- decision threshold {ck.threshold:.4f}: the equal-error-rate point on the validation split",
+             f"- decision threshold {ck.threshold:.4f}: the equal-error-rate point on the validation split "
+             "(its capture sets are whole groups the model never trained on)",
              f"- preprocessing: {ck.preprocessing.size} px, mean {list(ck.preprocessing.mean)}, std {list(ck.preprocessing.std)}",
              "", "## Data and terms", "",
              f"- training split: {card.get('train', '?')}",
              f"- validation split ({card.get('split', '?')}): {card.get('val', '?')}",
              f"- {card.get('terms', '')}", "",
-             "Sources (shared/data/README.md): NUAA Photograph Imposter Database, Idiap Replay-Attack, six webcam "
-             "capture sets, Yonsei real-and-fake (photo edits), LFW face swaps, GAN portraits, UTKFace. Their terms "
-             "restrict them to research and non-commercial use. **These weights are for evaluation and "
+             f"Sources (shared/data/README.md): {', '.join(card.get('sources', []))}. NUAA, Idiap Replay-Attack "
+             "and the webcam / PyImageSearch-clone sets are research-only, UTKFace non-commercial, rsface CC BY 4.0 "
+             "(\"사람 감지 테스트 1\", Roboflow Universe, project-iorgd). **These weights are for evaluation and "
              "demonstration, not for production decisions**: a deployer trains on data they hold rights to, with "
              "`python -m models.train`.", ""]
     for spec in a.report:
