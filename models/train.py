@@ -298,6 +298,10 @@ def main(argv=None) -> int:
         if str(stem_path) != "none":
             from .stem import load_mobilenet_v2_stem
 
+            if not Path(stem_path).is_file():
+                print(f"error: MobileNetV2 stem weights not found at {stem_path}: pass --stem-weights "
+                      "PATH (the ImageNet release safetensors) or --stem-weights none", file=sys.stderr)
+                return 2
             n = load_mobilenet_v2_stem(model.visual.stem.features, stem_path)
             log.info("stem: %d MobileNetV2 tensors from %s", n, stem_path)
         else:

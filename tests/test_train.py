@@ -151,3 +151,10 @@ def test_border_mix_partner_is_same_label_other_source():
         if partner is not None:
             assert labels[partner] == label and sources[partner] != sources[idx]
     assert sum(p is not None for _, _, p in seen) > 0.8 * len(seen)
+
+
+def test_missing_stem_weights_is_a_clear_error(tmp_path, capsys):
+    rc = trainer.main(["--config", "ViT-Ti-16-128-mnv2", "--stem-weights", str(tmp_path / "none.safetensors"),
+                       "--out", str(tmp_path / "run"), "--epochs", "1", "--steps-per-epoch", "1"])
+    assert rc == 2
+    assert "--stem-weights" in capsys.readouterr().err
