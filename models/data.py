@@ -121,11 +121,7 @@ def group_split(samples: Sequence[Sample], val_fraction: float = 0.2, seed: int 
 
 def leave_one_source_out(samples: Sequence[Sample], source: str) -> tuple[list[Sample], list[Sample]]:
     """Validation = every sample of ``source`` (exact name, or a family such as ``cvzb``); train = the rest."""
-    match = [s for s in samples if s.source == source or _family(s.source) == source]
-    if not match:
-        raise ValueError(f"no samples of source {source!r}; sources: {sorted({s.source for s in samples})}")
-    keep = set(map(id, match))
-    return [s for s in samples if id(s) not in keep], match
+    return hold_out_sources(samples, [source])
 
 
 def hold_out_sources(samples: Sequence[Sample], sources: Sequence[str]) -> tuple[list[Sample], list[Sample]]:
@@ -133,13 +129,19 @@ def hold_out_sources(samples: Sequence[Sample], sources: Sequence[str]) -> tuple
     rest. Several sources at once make one fold that holds out people, rooms and cameras never seen in training."""
     if not sources:
         raise ValueError("hold_out_sources needs at least one source")
+    wanted = set(sources)
+
+    def held_out(source: str) -> bool:
+        return source in wanted or _family(source) in wanted
+
     known = {s.source for s in samples}
     for src in sources:
         if not any(k == src or _family(k) == src for k in known):
             raise ValueError(f"no samples of source {src!r}; sources: {sorted(known)}")
-    wanted = set(sources)
-    val = [s for s in samples if s.source in wanted or _family(s.source) in wanted]
-    return [s for s in samples if not (s.source in wanted or _family(s.source) in wanted)], val
+    train, val = [], []
+    for s in samples:
+        (val if held_out(s.source) else train).append(s)
+    return train, val
 
 
 def balanced_weights(samples: Sequence[Sample], alpha: float = 0.5) -> np.ndarray:

@@ -12,6 +12,7 @@ threshold stored in it. ``OUT/train.log`` and ``OUT/history.jsonl`` record the r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -209,11 +210,9 @@ def predict(model: LaSoftMoECLIP, loader, autocast) -> np.ndarray:
     out = []
     for x, _ in loader:
         x = x.to(model.logit_scale.device)
-        if x.device.type == "cpu":  # fp32: bf16 logits (8-bit mantissa) tie scores and make the AUC coarse
-            out.append(model.predict_proba(x).float())
-            continue
-        with autocast():
-            out.append(model(x).float().softmax(dim=-1)[:, 1].cpu())
+        # fp32 on the CPU: bf16 logits (8-bit mantissa) tie scores and make the AUC coarse
+        with autocast() if x.device.type != "cpu" else contextlib.nullcontext():
+            out.append(model.predict_proba(x).float().cpu())
     model.train()
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
