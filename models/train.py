@@ -78,6 +78,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="MobileNetV2 release weights for a mobilenetv2 stem (default: shared/pretrained copy if "
                    "present; 'none' trains the stem from scratch)")
     p.add_argument("--lr-stem", type=float, default=2e-4, help="learning rate of the pretrained stem features")
+    p.add_argument("--group-dro", type=float, default=0.0, metavar="ETA",
+                   help="worst-group weighting over (source, label) groups: each sample's loss is weighted by "
+                        "exp(ETA x its group's running loss), so no capture set is fitted at another's expense "
+                        "(0: off)")
+    p.add_argument("--moe-gate", type=float, default=None,
+                   help="open every MoE branch gate at this value before training (zero-gated fresh experts get "
+                        "no gradient and never specialise)")
+    p.add_argument("--moe-router-scale", type=float, default=None,
+                   help="start every router's logit scale here (1.0 on cosine logits dispatches near-uniformly)")
     p.add_argument("--fresh-experts", action="store_true",
                    help="initialise experts independently instead of upcycling identical copies of the MLP")
     p.add_argument("--seed", type=int, default=0)
@@ -125,8 +134,9 @@ class CropDataset(torch.utils.data.Dataset):
     DataLoader worker by torch)."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform, mean, std,
-                 sources: "list[str] | None" = None):
+                 sources: "list[str] | None" = None, groups: "np.ndarray | None" = None):
         self.images, self.labels, self.transform = images, labels, transform
+        self.groups = groups  # with groups, items are (x, label, group)
         self.mean = np.asarray(mean, np.float32) * 255.0
         self.std = np.asarray(std, np.float32) * 255.0
         self.sources = np.asarray(sources) if sources is not None else None
@@ -149,7 +159,38 @@ class CropDataset(torch.utils.data.Dataset):
         else:
             img, label = self.transform(self.images[i], int(self.labels[i]))
         x = (img.astype(np.float32) - self.mean) / self.std  # H W 3
-        return torch.from_numpy(x.transpose(2, 0, 1).copy()), label
+        x = torch.from_numpy(x.transpose(2, 0, 1).copy())
+        return (x, label) if self.groups is None else (x, label, int(self.groups[i]))
+
+
+class GroupDRO:
+    """Soft worst-group objective (after Sagawa et al., ICLR 2020, online form): keeps a running mean loss per
+    group and weights each sample by ``exp(eta * (its group's running loss - the largest))``, normalised over
+    the batch. Groups that the model fits worst (a capture set whose live frames look like attacks) pull
+    hardest; eta = 0 is the plain mean."""
+
+    def __init__(self, num_groups: int, eta: float, momentum: float = 0.9):
+        self.eta, self.momentum = eta, momentum
+        self.running = torch.full((num_groups,), float("nan"))
+
+    def __call__(self, losses: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        g = groups.cpu()
+        with torch.no_grad():
+            l = losses.detach().float().cpu()
+            for k in g.unique().tolist():
+                m = float(l[g == k].mean())
+                r = self.running[k]
+                self.running[k] = m if torch.isnan(r) else self.momentum * r + (1 - self.momentum) * m
+            run = torch.nan_to_num(self.running, nan=float(l.mean()))
+            w = torch.exp(self.eta * (run[g] - run.max()))
+            w = (w / w.sum()).to(losses.device)
+        return (w * losses).sum()
+
+    def state_dict(self) -> dict:
+        return {"running": self.running.clone()}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.running = st["running"].clone()
 
 
 class _EvalWrap:
@@ -201,6 +242,18 @@ def fresh_experts(model: LaSoftMoECLIP, seed: int) -> None:
         e.c_proj_weight.copy_(torch.randn(e.c_proj_weight.shape, generator=g) * h ** -0.5 * 0.5)
         e.c_fc_bias.zero_()
         e.c_proj_bias.zero_()
+
+
+@torch.no_grad()
+def open_moe(model: LaSoftMoECLIP, gate: float | None, router_scale: float | None) -> None:
+    """Set every MoE branch's gate and router logit scale (None leaves it as loaded)."""
+    for block in model.visual.transformer.resblocks:
+        if block.moe is None:
+            continue
+        if gate is not None:
+            block.moe.gate.fill_(gate)
+        if router_scale is not None:
+            block.moe.scale.fill_(router_scale)
 
 
 # --- validation ------------------------------------------------------------------------------------------
@@ -309,6 +362,7 @@ def main(argv=None) -> int:
         fresh_experts(model, args.seed)
     if args.init:
         model.load_state_dict(load_checkpoint(args.init).model.state_dict())
+    open_moe(model, args.moe_gate, args.moe_router_scale)
     lr = args.lr if args.lr is not None else (1e-6 if from_clip else 5e-4)
     lr_new = args.lr_new if args.lr_new is not None else (1e-4 if from_clip else 1e-3)
     model.to(device).train()
@@ -337,8 +391,12 @@ def main(argv=None) -> int:
     aug = TrainAugment(size, p_moire=args.p_moire, p_colour_distortion=args.p_colour,
                        p_self_blend=args.p_self_blend, p_camera=args.p_camera, p_noise=args.p_noise,
                        p_border_mix=args.p_border_mix, seed=args.seed + 1000 * rank)
+    group_names = sorted({(s.source, s.label) for s in train})
+    group_ids = np.array([group_names.index((s.source, s.label)) for s in train])
+    dro = GroupDRO(len(group_names), args.group_dro) if args.group_dro > 0 else None
     tr_ds = CropDataset(tr_img, np.array([s.label for s in train]), aug, cfg.mean, cfg.std,
-                        sources=[s.source for s in train] if args.p_border_mix > 0 else None)
+                        sources=[s.source for s in train] if args.p_border_mix > 0 else None,
+                        groups=group_ids if dro is not None else None)
     va_ds = CropDataset(va_img, np.array([s.label for s in val]), _EvalWrap(size), cfg.mean, cfg.std)
     steps_per_epoch = args.steps_per_epoch or max(1, len(train) // (args.batch_size * world))
     gen = torch.Generator().manual_seed(args.seed * 100 + rank)
@@ -366,6 +424,8 @@ def main(argv=None) -> int:
         sched.load_state_dict(st["scheduler"])
         start_epoch, best = int(st["epoch"]), float(st["best"])
         gen.set_state(st["sampler_rng"])
+        if dro is not None and "group_dro" in st:
+            dro.load_state_dict(st["group_dro"])
         torch.set_rng_state(st["torch_rng"])
         log.info("resumed %s at epoch %d (best %.4f)", args.out, start_epoch, best)
     ddp_model = model
@@ -389,11 +449,15 @@ def main(argv=None) -> int:
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=rank != 0 or tqdm is None,
                    mininterval=5, file=sys.stderr)
         run_loss = None
-        for x, y in tr_loader:
-            x, y = x.to(device, non_blocking=True), y.to(device)
+        for batch in tr_loader:
+            x, y = batch[0].to(device, non_blocking=True), batch[1].to(device)
             with autocast():
                 logits = ddp_model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
+            if dro is None:
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
+            else:
+                loss = dro(F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing,
+                                           reduction="none"), batch[2])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -413,6 +477,11 @@ def main(argv=None) -> int:
                      float("nan"), pooled.get("acer") or float("nan"), sel, time.time() - t0)
             for src, m in sorted(rep["per_source"].items()):
                 log.info("   %-26s APCER %s BPCER %s", src, _fmt(m.get("apcer")), _fmt(m.get("bpcer")))
+            if dro is not None:
+                worst = torch.nan_to_num(dro.running, nan=-1.0).argsort(descending=True)[:4].tolist()
+                log.info("   hardest training groups: %s", ", ".join(
+                    f"{group_names[k][0]}/{'attack' if group_names[k][1] else 'live'} {float(dro.running[k]):.3f}"
+                    for k in worst))
             card = dict(data_card, epoch=epoch + 1, val_metrics={"pooled": pooled, "per_source": rep["per_source"],
                                                                   "per_attack_type": rep["per_attack_type"]})
             dtype = torch.float16 if args.fp16_weights else None
@@ -424,7 +493,8 @@ def main(argv=None) -> int:
                                 dtype=dtype)
                 log.info("   new best (mean source error %.4f)", sel)
             torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
-                        "best": best, "sampler_rng": gen.get_state(), "torch_rng": torch.get_rng_state()},
+                        "best": best, "sampler_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                        **({"group_dro": dro.state_dict()} if dro is not None else {})},
                        args.out / "train_state.tmp")
             (args.out / "train_state.tmp").replace(args.out / "train_state.pt")
             with open(args.out / "history.jsonl", "a") as f:
