@@ -125,8 +125,8 @@ def test_model_shapes(weighting, kw):
     p2, shares, tok = model.scorer(routing=True)(x)
     torch.testing.assert_close(p2, p)
     torch.testing.assert_close(shares, ew)
-    assert tok.shape == (3, 1, 4, 4)  # batch x MoE layers x patches (2 x 2 grid) x experts
-    torch.testing.assert_close(tok.sum(-1), torch.ones(3, 1, 4))
+    assert tok.shape == (3, 1, 16, 4)  # batch x MoE layers x patches (4 x 4 grid) x experts
+    torch.testing.assert_close(tok.sum(-1), torch.ones(3, 1, 16))
 
 
 def test_dense_model_has_no_moe_and_no_expert_weights():
