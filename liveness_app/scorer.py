@@ -157,6 +157,7 @@ def create_scorer(model: "str | Path | models.Checkpoint | None" = None, backend
             runtime_options["agreement_crops"] = load_agreement_crops(AGREEMENT_CROPS)
         except (ValueError, OSError) as e:  # without them reduced precision is simply not tried
             log.warning("agreement crops unusable (%s): reduced-precision backends are not tried", e)
+    runtime_options.setdefault("defer_builds", True)  # a first start does not wait for the int8 quantisation
     runtime = create_runtime(ckpt, backend, **runtime_options)
     scorer = Scorer(ckpt, runtime)
     log.info("scorer %s on %s, input %d px, threshold %.3f", scorer.backend_name, runtime.device,

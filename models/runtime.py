@@ -82,7 +82,13 @@ def cache_root() -> Path:
 
 
 def fingerprint(module: LivenessScorer) -> str:
-    """sha256 over the scorer's tensors (name, dtype, shape, bytes) and the model code: what an export holds."""
+    """sha256 over the scorer's tensors (name, dtype, shape, bytes) and the model code: what an export holds.
+
+    Remembered on the module for the duration of one ``create_runtime`` (the cache key and the eager
+    reference both need it; hashing 28 MB twice is start-up time), see ``_fingerprint_once``."""
+    memo = getattr(module, "_fingerprint_memo", None)
+    if memo is not None:
+        return memo
     h = hashlib.sha256()
     for name, t in sorted(module.state_dict().items()):
         t = t.detach().to("cpu", copy=False).contiguous().reshape(-1)  # 0-d tensors cannot be viewed as bytes
@@ -265,17 +271,33 @@ def check_agreement(runtime: "Runtime", x: np.ndarray, p_ref: np.ndarray, thresh
     p = runtime(x)
     a = Agreement(p, p_ref, threshold)
     runtime.agreement = a
-    if not a.passed:
-        raise RuntimeError(f"{runtime.name} fails the decision-agreement guard against torch eager fp32: {a}")
-    if record is not None:
+    message = f"{runtime.name} fails the decision-agreement guard against torch eager fp32: {a}"
+    if record is not None:  # passed or failed: the next start re-uses it (see _recorded_rejection)
         try:
             tmp = Path(record).with_suffix(".tmp")
-            tmp.write_text(json.dumps({"stamp": stamp, "agreement": a.as_dict(),
+            tmp.write_text(json.dumps({"stamp": stamp, "agreement": a.as_dict(), "message": message,
                                        "p_runtime": [float(v) for v in p]}))
             os.replace(tmp, record)
         except OSError as e:
             log.info("cannot record the guard result in %s: %s", record, e)
+    if not a.passed:
+        raise RuntimeError(message)
     return a
+
+
+def _recorded_rejection(kind: str, module: LivenessScorer, cache: Path, max_batch: int,
+                        calibration: "np.ndarray | None") -> str:
+    """The guard's message if it refused ``kind`` for this model on this CPU at an earlier start, else ""."""
+    try:
+        precision = kind.split("-")[1]
+        folder, _ = OpenVINORuntime.entry(module, cache, max_batch, precision, calibration)
+        saved = json.loads((folder / f"guard-openvino-{precision}-cpu.json").read_text())
+        if not saved["agreement"]["passed"] and saved["stamp"]["cpu"] == (platform.processor() or
+                                                                          platform.machine()):
+            return f"{saved['message']} (recorded at an earlier start)"
+    except (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError, ImportError):
+        pass
+    return ""
 
 
 class Runtime:
@@ -392,16 +414,7 @@ class OpenVINORuntime(Runtime):
         core = ov.Core()
         if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise RuntimeError("this CPU has no native bf16 (no AVX512_BF16 / AMX)")
-        versions = {"openvino": ov.__version__, "torch": torch.__version__}
-        extra = None
-        if precision == "int8":
-            if calibration is None or len(calibration) == 0:
-                raise RuntimeError("int8 needs calibration crops")
-            versions["nncf"] = _nncf_version()
-            extra = {"calibration": hashlib.sha256(np.ascontiguousarray(calibration, np.float32).tobytes())
-                     .hexdigest()[:16], "ignored": list(_export.INT8_IGNORED_PATTERNS)}
-        kind = "openvino-int8" if precision == "int8" else "openvino"  # bf16 runs the fp32 IR
-        folder = cache_dir / "openvino" / cache_key(module, kind, versions, max_batch, extra)
+        folder, versions = self.entry(module, cache_dir, max_batch, precision, calibration)
 
         def build(tmp: Path) -> dict:
             if precision == "int8":
@@ -428,6 +441,23 @@ class OpenVINORuntime(Runtime):
             compiled = core.compile_model(str(folder / "model.xml"), "CPU", config)
         self._n_out = len(compiled.outputs)
         self._request = compiled.create_infer_request()
+
+    @staticmethod
+    def entry(module: LivenessScorer, cache_dir: Path, max_batch: int, precision: str,
+              calibration: "np.ndarray | None" = None) -> tuple[Path, dict]:
+        """(cache folder, versions) of the IR this runtime uses; ``folder / "meta.json"`` exists once built."""
+        _export.disable_openvino_telemetry()
+        import openvino as ov
+        versions = {"openvino": ov.__version__, "torch": torch.__version__}
+        extra = None
+        if precision == "int8":
+            if calibration is None or len(calibration) == 0:
+                raise RuntimeError("int8 needs calibration crops")
+            versions["nncf"] = _nncf_version()
+            extra = {"calibration": hashlib.sha256(np.ascontiguousarray(calibration, np.float32).tobytes())
+                     .hexdigest()[:16], "ignored": list(_export.INT8_IGNORED_PATTERNS)}
+        kind = "openvino-int8" if precision == "int8" else "openvino"  # bf16 runs the fp32 IR
+        return Path(cache_dir) / "openvino" / cache_key(module, kind, versions, max_batch, extra), versions
 
     def _run(self, x: np.ndarray):
         self._request.infer({0: x})
@@ -579,6 +609,39 @@ class TensorRTRuntime(Runtime):
             return _numpy_outputs(self._mod(torch.from_numpy(x).to(self._dev)))
 
 
+_background: list[threading.Thread] = []
+
+
+def _build_in_background(module: LivenessScorer, cache_dir: Path, max_batch: int, threads: int | None,
+                         calibration: np.ndarray) -> threading.Thread:
+    """Build (quantise and cache) the int8 model in a low-priority thread, for the next start to use.
+
+    Not a daemon: a short run waits for the build at exit rather than leaving it half done (entries are
+    written atomically, so even a killed process leaves no broken entry). The thread lowers its own
+    scheduling priority (Linux: nice is per thread) so the running pipeline keeps the CPU.
+    """
+    module = copy.deepcopy(module)  # the export traces it; the running backend keeps its own
+
+    def work() -> None:
+        try:
+            if hasattr(os, "setpriority"):
+                try:
+                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+                except OSError:
+                    pass
+            t0 = time.perf_counter()
+            OpenVINORuntime(module, cache_dir, max_batch, threads, precision="int8", calibration=calibration)
+            log.info("int8 model built in the background in %.1f s; the next start uses it (after its guard)",
+                     time.perf_counter() - t0)
+        except Exception as e:  # noqa: BLE001 - a failed optional build is only a notice in the log
+            log.info("background int8 build failed: %s", e)
+
+    t = threading.Thread(target=work, name="int8-build", daemon=False)
+    t.start()
+    _background.append(t)
+    return t
+
+
 def _build(kind: str, module: LivenessScorer, cache_dir: Path, max_batch: int, threads: int | None,
            calibration: "np.ndarray | None" = None) -> Runtime:
     if kind == "tensorrt":
@@ -632,7 +695,7 @@ def create_runtime(checkpoint: Checkpoint, backend: str = "auto", *, cache_dir: 
                    max_batch: int = _export.MAX_BATCH, threads: int | None = None,
                    check: bool = True, fallback: bool = True,
                    agreement_crops: "np.ndarray | str | Path | None" = None,
-                   routing: bool = True) -> Runtime:
+                   routing: bool = True, defer_builds: bool = False) -> Runtime:
     """Build the runtime for ``backend`` (auto | tensorrt | cuda | cpu, or a CPU engine by name).
 
     ``tensorrt`` falls back to ``cuda`` then ``cpu``, ``cuda`` to ``cpu``, ``cpu`` tries ``CPU_CHAIN`` in order
@@ -642,7 +705,9 @@ def create_runtime(checkpoint: Checkpoint, backend: str = "auto", *, cache_dir: 
     ``verify``); reduced-precision candidates need ``agreement_crops`` (uint8 RGB n S S 3, or the path of a
     crop mosaic, see ``load_agreement_crops``), also their int8 calibration set (every other crop), and are
     skipped without them. ``routing`` (default) exports the routing outputs for a model with MoE blocks, so
-    ``run_routing`` costs no extra call. ``fallback=False`` builds exactly ``backend`` (``cpu``: the first of
+    ``run_routing`` costs no extra call. ``defer_builds`` (the app) keeps the slow int8 quantisation off the
+    start path: without a cached int8 model the chain moves on at once and the int8 model is built in a
+    low-priority background thread for the next start. ``fallback=False`` builds exactly ``backend`` (``cpu``: the first of
     the chain) or raises RuntimeError, as the benchmark needs.
     """
     names = BACKENDS + CPU_ENGINES + REDUCED_CPU_ENGINES
@@ -650,9 +715,12 @@ def create_runtime(checkpoint: Checkpoint, backend: str = "auto", *, cache_dir: 
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(names)}")
     cache = Path(cache_dir) if cache_dir else cache_root()
     module = checkpoint.model.scorer(routing=routing and checkpoint.model.has_moe).eval()
+    # the module's weights are fixed from here on (a fresh scorer each call): hash them once
+    module._fingerprint_memo = fingerprint(module)
     if isinstance(agreement_crops, (str, Path)):
         agreement_crops = load_agreement_crops(agreement_crops)
     x_ref = None  # the agreement crops, normalised
+    deferred = None  # calibration set of an int8 build left to the background
     reference = None  # (x_ref, eager P, threshold), computed once, only when a reduced-precision candidate needs it
     cpu_chain = list(CPU_CHAIN)
     chain = {"auto": ["tensorrt", "cuda"] + cpu_chain, "tensorrt": ["tensorrt", "cuda"] + cpu_chain,
@@ -672,6 +740,15 @@ def create_runtime(checkpoint: Checkpoint, backend: str = "auto", *, cache_dir: 
                 x_ref = agreement_batch(agreement_crops, checkpoint.preprocessing)
             # int8 is calibrated on every other agreement crop (the product never needs the training data)
             calibration = x_ref[::2] if kind == "openvino-int8" and x_ref is not None else None
+            if (defer_builds and kind == "openvino-int8" and calibration is not None and fallback
+                    and not (OpenVINORuntime.entry(module, cache, max_batch, "int8", calibration)[0]
+                             / "meta.json").is_file()):
+                deferred = calibration  # built once the chain has chosen (one ONNX export at a time)
+                raise RuntimeError("not built yet; building it in the background for the next start")
+            if kind in REDUCED_CPU_ENGINES and check and x_ref is not None:
+                seen = _recorded_rejection(kind, module, cache, max_batch, calibration)
+                if seen:  # the guard refused this model here before: do not compile it again to learn that
+                    raise RuntimeError(seen)
             rt = _build(kind, module, cache, max_batch, threads, calibration)
             if check and rt.reduced_precision and reference is None and x_ref is not None:
                 reference = (x_ref, eager_reference(module, x_ref, cache), float(checkpoint.threshold))
@@ -689,6 +766,8 @@ def create_runtime(checkpoint: Checkpoint, backend: str = "auto", *, cache_dir: 
             failures.append(reason)
             unexpected = unexpected or not quiet
             continue
+        if deferred is not None:
+            _build_in_background(module, cache, max_batch, threads, deferred)
         if failures or backend == "auto":
             why = f" ({'; '.join(failures)})" if failures else ""
             if backend in ("auto", "cpu"):
