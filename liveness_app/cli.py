@@ -357,3 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def console_main() -> None:
     """The ``liveness`` command (pyproject.toml [project.scripts]): the same CLI as ``python main.py``."""
     sys.exit(main())
+
+
+if __name__ == "__main__":  # python -m liveness_app.cli ... (the same as python main.py ...)
+    console_main()
