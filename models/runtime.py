@@ -707,8 +707,8 @@ def create_runtime(checkpoint: Checkpoint, backend: str = "auto", *, cache_dir: 
     skipped without them. ``routing`` (default) exports the routing outputs for a model with MoE blocks, so
     ``run_routing`` costs no extra call. ``defer_builds`` (the app) keeps the slow int8 quantisation off the
     start path: without a cached int8 model the chain moves on at once and the int8 model is built in a
-    low-priority background thread for the next start. ``fallback=False`` builds exactly ``backend`` (``cpu``: the first of
-    the chain) or raises RuntimeError, as the benchmark needs.
+    low-priority background thread for the next start. ``fallback=False`` builds exactly ``backend``
+    (``cpu``: the first of the chain) or raises RuntimeError, as the benchmark needs.
     """
     names = BACKENDS + CPU_ENGINES + REDUCED_CPU_ENGINES
     if backend not in names:

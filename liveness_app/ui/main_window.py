@@ -481,6 +481,12 @@ class MainWindow(QMainWindow):
     def _on_result(self, result: FrameResult) -> None:
         self.last_result = result
         self._scored_at.append(time.monotonic())
+        if not getattr(self, "_first_verdict_marked", False) and any(t.verdict != "uncertain"
+                                                                     for t in result.tracks):
+            self._first_verdict_marked = True  # launch-to-first-verdict trace (liveness_app/startup.py)
+            from .. import startup
+            startup.mark("first verdict on screen")
+            logging.getLogger(__name__).info("%s", startup.summary())
         self.video_view.set_result(result)
         self.score_plot.add_result(result)
         ids = {t.track_id for t in result.tracks}
