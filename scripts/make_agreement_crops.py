@@ -1,15 +1,15 @@
 """Build assets/agreement_crops.jpg: the fixed face crops that guard reduced-precision runtimes.
 
     python scripts/make_agreement_crops.py                 # writes assets/agreement_crops.jpg
-    python scripts/make_agreement_crops.py --every 3 --size 128 --quality 80 --out assets/agreement_crops.jpg
+    python scripts/make_agreement_crops.py --every 3 --size 128 --quality 60 --out assets/agreement_crops.jpg
 
 The crops are cut from the bundled demo clip (assets/demo.mp4: all four segments, live, print, replay and face
 swap) exactly as the app cuts them: the mediapipe short-range FaceDetector in VIDEO mode (minimum confidence
 0.5), the largest face of a frame, the design.md crop contract (liveness_app.pipeline.crop_faces) at the
 bundled model's input size, RGB. Every ``--every``-th frame is kept. The crops are tiled row-major into one
 JPEG mosaic, ``--cols`` tiles per row, each tile ``--size`` px square; ``models.runtime.load_agreement_crops``
-cuts the mosaic back into crops (a trailing tile of a partial last row is black and is dropped by the count
-in the file name's sidecar-free convention: the loader drops all-black tiles).
+cuts the mosaic back into crops; the tiles of a partial last row are left black, and the loader drops
+all-black tiles.
 
 The reference probabilities are never stored: the start-up guard scores the decoded crops with torch eager
 fp32 and with the candidate runtime, so JPEG loss does not matter (both see the same pixels). Deterministic
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", type=int, default=3, help="keep every n-th frame (default 3: 200 of 600)")
     ap.add_argument("--size", type=int, default=128, help="tile size: the bundled model's input size")
     ap.add_argument("--cols", type=int, default=20)
-    ap.add_argument("--quality", type=int, default=80, help="JPEG quality")
+    ap.add_argument("--quality", type=int, default=60, help="JPEG quality (60: 488 KiB for 200 crops)")
     a = ap.parse_args(argv)
     if a.every < 1 or a.size < 16 or a.cols < 1 or not 1 <= a.quality <= 100:
         ap.error("--every >= 1, --size >= 16, --cols >= 1, --quality in 1..100")
