@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +115,48 @@ def check_assets(folder: Path = ASSETS_DIR) -> list[AssetStatus]:
     return out
 
 
+def _hash_cache_path() -> Path | None:
+    try:
+        from models.runtime import cache_root
+        return cache_root() / "asset-sha256.json"
+    except Exception:  # noqa: BLE001 - no cache folder: hash every time
+        return None
+
+
+def sha256_cached(path: str | Path) -> str:
+    """SHA-256 of ``path``, hashed once per change of the file: the digest is remembered in the user cache
+    (``asset-sha256.json``) keyed by the resolved path, size, mtime (ns), inode and device, so a second start
+    does not re-read the 28 MB model. Any change of the file (a rewrite, a copy over it, a truncation) changes
+    the key and hashes it again; a damaged or unwritable cache file only costs the hash."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_dev}"
+    cache = _hash_cache_path()
+    known: dict[str, str] = {}
+    if cache is not None:
+        try:
+            known = json.loads(cache.read_text())
+            if not isinstance(known, dict):
+                known = {}
+        except (OSError, ValueError):
+            known = {}
+        digest = known.get(key)
+        if isinstance(digest, str) and len(digest) == 64:
+            return digest
+    digest = sha256_file(path)
+    if cache is not None:
+        known = {k: v for k, v in known.items() if not k.startswith(f"{path}|")}  # drop the stale entry
+        known[key] = digest
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(known, indent=0))
+            os.replace(tmp, cache)
+        except OSError:
+            pass
+    return digest
+
+
 def verify_file(path: str | Path) -> str | None:
     """If ``path`` lies in a folder with a SHA256SUMS that lists it, check it; returns the digest checked.
 
@@ -126,7 +170,7 @@ def verify_file(path: str | Path) -> str | None:
     sums = read_sums(path.parent)
     if path.name not in sums:
         return None
-    actual = sha256_file(path)
+    actual = sha256_cached(path)  # hashed once per change of the file (size, mtime, inode)
     if actual != sums[path.name]:
         raise AssetError(f"{path} does not match its SHA-256 recorded in {sums_path} "
                          f"({actual[:12]}... != {sums[path.name][:12]}...): the file is altered or truncated; "

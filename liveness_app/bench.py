@@ -4,13 +4,19 @@
     python -m liveness_app.bench --json bench.json      # also write the results as JSON
     python -m liveness_app.bench --model ViT-B-16 --backends torch,openvino --batches 1,8
 
-Two parts, both after warm-up, reported as median / p95:
+Three parts, the timed ones after warm-up, reported as median / p95:
+0. Launch to first verdict: the headless CLI (``python -m liveness_app.cli --headless --max-frames 1``) started
+   as a fresh process, first with an empty cache folder (cold: exports built) and then again with the same
+   one (second start), its stages read from ``$LIVENESS_STARTUP_TRACE`` (liveness_app/startup.py): imports,
+   model and backend, source and detector, first verdict, in seconds since the process started.
 1. End-to-end, headless, on a video (default: a generated 640x480 clip of one real face, else the bundled
    demo): decode -> detect -> track -> crop -> score -> smooth -> write one JSONL line, every frame scored,
    on the backend the app would pick (``--e2e-backend``, default auto), in a child process whose peak RSS is
    the headless app's footprint (pipeline, detector, one backend) and whose threads cannot disturb part 2.
-2. The model alone: crops per second at each batch size for each available backend, agreement with torch
-   eager fp32, and the speed-up over torch eager.
+2. The model alone: ms per crop and crops per second at each batch size for each available backend
+   (OpenVINO int8 / bf16 / fp32, ONNX Runtime, torch; cuda / tensorrt on a GPU), its start-up check
+   (max |dP| on a random batch; for reduced precision the decision-agreement guard on the shipped crops), and
+   each backend's speed-up over torch eager measured in the same run.
 """
 from __future__ import annotations
 
@@ -97,7 +103,8 @@ def bench_end_to_end(model: Any, backend: str, video: Path, warmup: int, max_fra
     from .sources import open_source
 
     t0 = time.perf_counter()
-    scorer = create_scorer(model, backend=backend)
+    # the steady state of the app: an int8 model not cached yet is built now, not left to the background
+    scorer = create_scorer(model, backend=backend, defer_builds=False)
     startup_s = time.perf_counter() - t0
     per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
     frames = scored = faces = 0
@@ -136,6 +143,39 @@ def bench_end_to_end(model: Any, backend: str, video: Path, warmup: int, max_fra
             "fps": frames / wall, "frames_scored": scored / frames, "faces_per_frame": faces / frames}
 
 
+def launch_to_first_verdict(model: str, backend: str, video: Path, cache_dir: Path, runs: int = 2,
+                            timeout: float = 600.0) -> list[dict]:
+    """Start the headless CLI ``runs`` times on ``video`` (one frame) with cache folder ``cache_dir``; the first
+    run sees the folder as given (empty: a cold start), later ones what the earlier runs left. Each entry has
+    the stage marks (seconds since that process started) and the process's whole wall time (which includes
+    work after the first verdict, e.g. a background int8 build on a cold start)."""
+    import subprocess
+
+    out = []
+    for k in range(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            trace = Path(tmp) / "trace.jsonl"
+            env = dict(os.environ, LIVENESS_CACHE_DIR=str(cache_dir), LIVENESS_STARTUP_TRACE=str(trace))
+            cmd = [sys.executable, "-m", "liveness_app.cli", "--headless", "--source", str(video), "--max-frames",
+                   "1", "--output", str(Path(tmp) / "v.jsonl"), "--backend", backend, "--log-level", "WARNING"]
+            if model:
+                cmd += ["--model", model]
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=timeout)
+            wall = time.perf_counter() - t0
+            marks = {}
+            if trace.is_file():
+                for line in trace.read_text().splitlines():
+                    rec = json.loads(line)
+                    marks[rec["stage"]] = rec["t"]
+            row = {"run": "cold" if k == 0 else f"start {k + 1}", "stages_s": marks, "wall_s": round(wall, 2),
+                   "first_verdict_s": marks.get("first verdict"), "returncode": proc.returncode}
+            if proc.returncode != 0 or "first verdict" not in marks:
+                row["error"] = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            out.append(row)
+    return out
+
+
 def _e2e_child(model_path: str, backend: str, video: str, warmup: int, max_frames: int) -> dict:
     from .scorer import load_weights
     out = bench_end_to_end(load_weights(model_path), backend, Path(video), warmup, max_frames)
@@ -165,13 +205,18 @@ def bench_model(ckpt: Any, backends: list[str], batches: list[int], warmup: int,
     from models.export import example_input
     from models.runtime import create_runtime
 
+    from models.runtime import DEFAULT_AGREEMENT_CROPS, load_agreement_crops
+
+    from .scorer import AGREEMENT_CROPS
     module = ckpt.model.scorer().eval()
     size = ckpt.preprocessing.size
+    crops_path = AGREEMENT_CROPS if AGREEMENT_CROPS.is_file() else DEFAULT_AGREEMENT_CROPS
+    crops = load_agreement_crops(crops_path) if crops_path.is_file() else None
     out: dict[str, Any] = {}
     for name in backends:
         t0 = time.perf_counter()
         try:
-            runtime = create_runtime(ckpt, name, fallback=False)
+            runtime = create_runtime(ckpt, name, fallback=False, agreement_crops=crops)
         except Exception as e:  # noqa: BLE001 - an unavailable backend is a row of the table, not a crash
             out[name] = {"error": str(e).splitlines()[0]}
             log.info("backend %s unavailable: %s", name, e)
@@ -183,6 +228,9 @@ def bench_model(ckpt: Any, backends: list[str], batches: list[int], warmup: int,
             ref = module(x_check).numpy()
         row["max_abs_diff_vs_eager_fp32"] = float(np.abs(runtime(x_check) - ref).max())
         row["tolerance"] = runtime.tolerance
+        row["precision"] = runtime.precision
+        if runtime.agreement is not None:  # the decision-agreement guard's figures (reduced precision)
+            row["agreement"] = runtime.agreement.as_dict()
         for b in batches:
             x = example_input(size, b, seed=b).numpy()
             times = time_calls(lambda: runtime(x), warmup, repeats, min_seconds)
@@ -228,6 +276,20 @@ def format_table(res: dict) -> str:
     """The human-readable report printed on stdout."""
     lines = [f"model: {res['model']}  ({res['model_note']})" if res.get("model_note") else f"model: {res['model']}",
              "machine: " + ", ".join(f"{k} {v}" for k, v in res["machine"].items())]
+    launch = res.get("launch")
+    if launch:
+        lines += ["", "launch to first verdict (headless CLI, one frame; seconds since the process started):"]
+        for row in launch:
+            if "error" in row:
+                lines.append(f"  {row['run']:<8} failed: {row['error']}")
+                continue
+            st = row["stages_s"]
+            prev, parts = 0.0, []
+            for stage, t in st.items():
+                parts.append(f"{stage} +{t - prev:.2f}")
+                prev = t
+            lines.append(f"  {row['run']:<8} first verdict {row['first_verdict_s']:.2f} s  ({', '.join(parts)}; "
+                         f"process wall {row['wall_s']:.1f} s)")
     e2e = res.get("e2e")
     if e2e and "error" not in e2e:
         w, h = e2e["size"]
@@ -246,19 +308,23 @@ def format_table(res: dict) -> str:
                  f"{res['peak_rss_mb']['after_e2e']:.0f} MiB" if res["peak_rss_mb"].get("after_e2e") else "")
     lines += ["", "model alone (normalised batch in, probabilities out):"]
     batches = res["batches"]
-    head = f"{'backend':<13} {'start s':>7} {'max|dP|':>8} " + " ".join(
-        f"{'b' + str(b) + ' ms':>8} {'crops/s':>8}" for b in batches) + "  speed-up vs torch"
+    head = f"{'backend':<18} {'start s':>7} {'max|dP|':>8} {'guard':>14} " + " ".join(
+        f"{'b' + str(b) + ' ms/crop':>11} {'crops/s':>8}" for b in batches) + "  speed-up vs torch"
     lines.append(head)
     for name, row in res["backends"].items():
         if "error" in row:
-            lines.append(f"{name:<13} unavailable: {row['error']}")
+            lines.append(f"{name:<18} unavailable: {row['error']}")
             continue
-        cells = " ".join(f"{row['batches'][str(b)]['median_ms']:>8.2f} {row['batches'][str(b)]['crops_per_s']:>8.0f}"
+        cells = " ".join(f"{row['batches'][str(b)]['ms_per_crop']:>11.2f} {row['batches'][str(b)]['crops_per_s']:>8.0f}"
                          for b in batches)
         sp = row.get("speedup_vs_torch", {})
         sp_txt = " ".join(f"b{b} x{v:.2f}" for b, v in sp.items())
-        lines.append(f"{row['runtime']:<13} {row['startup_s']:>7.1f} {row['max_abs_diff_vs_eager_fp32']:>8.1e} "
-                     f"{cells}  {sp_txt}")
+        ag = row.get("agreement")
+        guard = f"{100 * ag['same_decision']:.1f}% {ag['max_abs_dp']:.0e}" if ag else f"tol {row['tolerance']:.0e}"
+        lines.append(f"{row['runtime']:<18} {row['startup_s']:>7.1f} {row['max_abs_diff_vs_eager_fp32']:>8.1e} "
+                     f"{guard:>14} {cells}  {sp_txt}")
+    lines.append("guard: reduced precision = same decision as eager fp32 on the agreement crops and their max |dP| "
+                 "(needs >= 99.5 % and <= 0.02); fp32 = the tolerance on a random batch")
     lines.append(f"peak RSS of the bench process (every backend of part 2 loaded): {res['peak_rss_mb']['end']:.0f} MiB")
     return "\n".join(ln for ln in lines if ln is not None)
 
@@ -269,6 +335,8 @@ def available_backends() -> list[str]:
 
     import torch
     names = ["torch"] + [m for m in ("onnxruntime", "openvino") if importlib.util.find_spec(m) is not None]
+    if "openvino" in names:
+        names += ["openvino-bf16"] + (["openvino-int8"] if importlib.util.find_spec("nncf") is not None else [])
     if torch.cuda.is_available():
         names += ["cuda", "tensorrt"]
     return names
@@ -290,6 +358,11 @@ def run(args: argparse.Namespace) -> dict:
     res: dict[str, Any] = {"model": model, "model_note": note, "machine": machine_info(),
                            "batches": args.batches, "peak_rss_mb": {}}
     ckpt = load_weights(model)
+    if not args.no_launch:
+        with tempfile.TemporaryDirectory() as tmp:
+            video = Path(args.video) if args.video else default_video(Path(tmp), 30)
+            res["launch"] = launch_to_first_verdict(str(model), args.e2e_backend, video, Path(tmp) / "cache",
+                                                    args.launch_runs)
     if not args.no_e2e:
         with tempfile.TemporaryDirectory() as tmp:
             try:
@@ -311,12 +384,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", help="checkpoint or config name (default: the bundled model, else "
                                     f"fresh {DEFAULT_CONFIG})")
     ap.add_argument("--backends", type=lambda s: [b.strip() for b in s.split(",") if b.strip()],
-                    help="comma list of torch, onnxruntime, openvino, cuda, tensorrt (default: all available)")
+                    help="comma list of torch, onnxruntime, openvino, openvino-bf16, openvino-int8, cuda, tensorrt "
+                         "(default: all available)")
     ap.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], default=[1, 8, 16])
     ap.add_argument("--video", help="video for the end-to-end part (default: a generated 640x480 face clip)")
     ap.add_argument("--frames", type=int, default=300, help="frames measured end to end after warm-up")
     ap.add_argument("--e2e-backend", default="auto", help="backend of the end-to-end part (default: auto)")
     ap.add_argument("--no-e2e", action="store_true", help="skip the end-to-end part")
+    ap.add_argument("--no-launch", action="store_true", help="skip launch to first verdict")
+    ap.add_argument("--launch-runs", type=int, default=2, help="headless starts to time: a cold one, then "
+                    "starts with the cache it left (default 2)")
     ap.add_argument("--warmup", type=int, default=10, help="warm-up calls / frames before timing")
     ap.add_argument("--repeats", type=int, default=50, help="timed calls per backend and batch (at least)")
     ap.add_argument("--min-seconds", type=float, default=1.0, help="time each backend and batch at least this long")
@@ -324,8 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-level", default="WARNING")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    if any(b < 1 for b in args.batches) or args.frames < 1 or args.warmup < 0 or args.repeats < 1:
-        ap.error("--batches, --frames and --repeats must be >= 1, --warmup >= 0")
+    if any(b < 1 for b in args.batches) or args.frames < 1 or args.warmup < 0 or args.repeats < 1 \
+            or args.launch_runs < 1:
+        ap.error("--batches, --frames, --repeats and --launch-runs must be >= 1, --warmup >= 0")
     try:
         res = run(args)
     except (FileNotFoundError, ValueError) as e:

@@ -80,24 +80,45 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[AppConfig, argparse
 
 def run_headless(config: AppConfig, summary_json: str | None = None) -> int:
     """Score every frame of ``config.source_spec``; write JSONL/audit; print the summary. Returns the exit code."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import startup
     from .outputs import AuditLog, JsonlWriter, RunSummary
     from .pipeline import Pipeline
-    from .scorer import create_scorer
 
-    try:
-        scorer = create_scorer(config.model, backend=config.backend)
-    except Exception as e:  # missing file, CheckpointError (ValueError), a corrupt safetensors header ...
-        hint = "" if config.model else " (pass --model PATH to a .safetensors checkpoint)"
-        raise BadInput(f"cannot load model: {e}{hint}".replace("\n", " ")) from e
-    try:
-        source = open_source(config.source_spec, loop=config.loop, folder_fps=config.folder_fps)
-    except SourceError as e:
-        raise BadInput(str(e)) from e
+    startup.mark("imports")
+
+    def open_early():
+        # overlaps the model load: the source opens (a camera can take a second) and mediapipe, the
+        # detector's heavy import, loads while the main thread loads the weights and builds the backend
+        src = open_source(config.source_spec, loop=config.loop, folder_fps=config.folder_fps)
+        from .detection import import_mediapipe
+        import_mediapipe()
+        return src
+
+    with ThreadPoolExecutor(1, thread_name_prefix="start-up") as pool:
+        early = pool.submit(open_early)
+        try:
+            from .scorer import create_scorer
+            scorer = create_scorer(config.model, backend=config.backend)
+        except Exception as e:  # missing file, CheckpointError (ValueError), a corrupt safetensors header ...
+            hint = "" if config.model else " (pass --model PATH to a .safetensors checkpoint)"
+            try:
+                early.result().close()
+            except Exception:  # noqa: BLE001 - the model error is the one to report
+                pass
+            raise BadInput(f"cannot load model: {e}{hint}".replace("\n", " ")) from e
+        startup.mark("model and backend")
+        try:
+            source = early.result()
+        except SourceError as e:
+            raise BadInput(str(e)) from e
     try:
         pipeline = Pipeline(config, scorer)
     except (FileNotFoundError, ValueError) as e:
         source.close()
         raise BadInput(str(e)) from e
+    startup.mark("source and detector")
 
     if not config.output:
         log.warning("no --output given: verdicts are not written, only the summary is printed")
@@ -247,6 +268,11 @@ def _handle(result, pipeline, writer, audit, summary) -> None:
         writer.write(result)
     if audit is not None:
         audit.record(result, pipeline.last_crops)
+    if not getattr(summary, "first_verdict_marked", False):  # the first record is written: the user sees it
+        summary.first_verdict_marked = True
+        from . import startup
+        startup.mark("first verdict")
+        log.info("%s", startup.summary())
         for tid in pipeline.ended_tracks:
             audit.forget(tid)
 
@@ -331,3 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def console_main() -> None:
     """The ``liveness`` command (pyproject.toml [project.scripts]): the same CLI as ``python main.py``."""
     sys.exit(main())
+
+
+if __name__ == "__main__":  # python -m liveness_app.cli ... (the same as python main.py ...)
+    console_main()

@@ -40,7 +40,7 @@ save_crops                False      also save the face crop of each verdict cha
 crops_dir                 None       where crops go (None: ``crops/`` next to the audit log)
 crops_retention           500        most crop files kept; the oldest are deleted beyond it
 log_dir                   None       folder for logs (None: the user log folder of platformdirs)
-expert_weights            False      compute MoE routing weights per face (for the UI; costs a second pass)
+expert_weights            False      return MoE routing per face (for the UI; from the same model call)
 kiosk                     False      fullscreen unattended mode (UI)
 kiosk_exit_sequence       Ctrl+Shift+Q  key sequence that leaves kiosk mode (UI)
 headless / demo           False      run without a window / use the bundled demo video

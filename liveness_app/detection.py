@@ -26,6 +26,41 @@ _FILTER_FRAMES = 30
 _alignment_warned = False
 
 
+def _lazy_pyplot() -> None:
+    """Make ``import matplotlib.pyplot`` lazy before mediapipe runs it (start-up time).
+
+    mediapipe's vision package imports its drawing helpers, which import matplotlib.pyplot at module level
+    (0.7 s of a 2-core start) although face detection never draws with it. The standard library's
+    ``importlib.util.LazyLoader`` registers the module now and executes it on first attribute access, so
+    code that does use pyplot (it is never the detector) still gets the real module.
+    """
+    import importlib.util
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        return
+    try:
+        spec = importlib.util.find_spec("matplotlib.pyplot")
+    except (ImportError, ValueError):
+        return
+    if spec is None or spec.loader is None:
+        return
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["matplotlib.pyplot"] = module
+    spec.loader.exec_module(module)
+
+
+def import_mediapipe():
+    """(mediapipe, BaseOptions, vision): the detector's imports, with matplotlib.pyplot made lazy first.
+
+    Safe to call from any thread (the CLI calls it in the background while the model loads)."""
+    _lazy_pyplot()
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+    return mp, BaseOptions, vision
+
+
 class FaceDetector:
     """Detects faces in BGR frames; ``detect(frame_bgr, t_seconds) -> list[FaceBox]`` in frame pixels."""
 
@@ -38,8 +73,7 @@ class FaceDetector:
         if not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
         # imported here: mediapipe is heavy and only the detector needs it
-        import mediapipe as mp
-        from mediapipe.tasks.python import BaseOptions, vision
+        mp, BaseOptions, vision = import_mediapipe()
 
         self._mp = mp
         options = vision.FaceDetectorOptions(

@@ -116,12 +116,21 @@ class Pipeline:
         t3 = time.perf_counter()
         timings["crop"] = (t3 - t2) * 1e3
 
-        scores = np.asarray(self.scorer.score(crops), dtype=np.float32) if crops else np.zeros(0, np.float32)
+        experts = tokens = None
+        if not crops:
+            scores = np.zeros(0, np.float32)
+        elif c.expert_weights and hasattr(self.scorer, "score_with_routing"):
+            # scores and routing from one model call (the runtime exports the routing outputs)
+            scores, experts, tokens = self.scorer.score_with_routing(crops)
+            experts = np.asarray(experts, dtype=np.float32)  # faces x layers x experts
+            tokens = np.asarray(tokens, dtype=np.float32)  # faces x layers x patches x experts
+        else:
+            scores = self.scorer.score(crops)
+            if c.expert_weights and hasattr(self.scorer, "expert_weights"):  # a scorer without the one-call form
+                experts = np.asarray(self.scorer.expert_weights(crops), dtype=np.float32)
+        scores = np.asarray(scores, dtype=np.float32)
         if scores.shape != (len(crops),):
             raise RuntimeError(f"scorer returned {scores.shape} scores for {len(crops)} crops")
-        experts = None
-        if c.expert_weights and crops:
-            experts = np.asarray(self.scorer.expert_weights(crops), dtype=np.float32)  # faces x layers x experts
         t4 = time.perf_counter()
         timings["score"] = (t4 - t3) * 1e3
 
@@ -132,11 +141,14 @@ class Pipeline:
                 smoother = self.smoothers[tr.track_id] = TrackSmoother(self.params)
             raw = float(scores[i])
             state = smoother.update(raw, t, qualities[i].ok)
-            ew = None
+            ew = tok = None
             if experts is not None and experts.ndim == 3 and experts.shape[1] > 0:
                 ew = tuple(tuple(float(x) for x in layer) for layer in experts[i])
+            if tokens is not None and tokens.ndim == 4 and tokens.shape[1] > 0:
+                tok = tokens[i].copy()
+                tok.setflags(write=False)  # results cross threads: nobody may change them
             results.append(TrackResult(tr.track_id, tr.box, raw, state.smoothed, state.verdict,
-                                       qualities[i].ok, ew))
+                                       qualities[i].ok, ew, tok))
         t5 = time.perf_counter()
         timings["smooth"] = (t5 - t4) * 1e3
         timings["total"] = (t5 - t0) * 1e3

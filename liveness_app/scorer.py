@@ -1,29 +1,30 @@
 """Batched face scoring: uint8 RGB crops -> P(attack), behind one interface whatever the backend.
 
 ``create_scorer(model, backend)`` loads the weights and builds a ``models.runtime`` backend (tensorrt | cuda |
-cpu | auto, see models/runtime.py); ``Scorer.score`` turns crops into the normalised batch with OpenCV and
-numpy (no per-crop torch calls) and runs it in one call. ``expert_weights`` runs the fp32 torch model, which
-is the only one that exposes the MoE routing. A Scorer may be shared between threads.
+cpu | auto, see models/runtime.py), giving it the shipped agreement crops (assets/agreement_crops.jpg) that
+guard reduced-precision runtimes; ``Scorer.score`` turns crops into the normalised batch with OpenCV and
+numpy (no per-crop torch calls) and runs it in one call. ``score_with_routing`` returns the MoE routing
+statistics from that same call (every runtime exports them), so the GUI's routing panel costs no second
+model pass. A Scorer may be shared between threads.
 """
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
-import torch
 
 import models
-from models.runtime import Runtime, TorchRuntime, create_runtime
+from models.runtime import Runtime, TorchRuntime, create_runtime, load_agreement_crops
 
 from .assets import ASSETS_DIR, verify_file
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = ASSETS_DIR / "liveness_default.safetensors"
+AGREEMENT_CROPS = ASSETS_DIR / "agreement_crops.jpg"  # guard of reduced-precision runtimes (models/runtime.py)
 
 
 class CropPreprocessor:
@@ -70,11 +71,12 @@ class Scorer:
         self.input_size = checkpoint.preprocessing.size
         self.threshold = checkpoint.threshold
         self.model_path = checkpoint.path
-        self.runtime = runtime if runtime is not None else TorchRuntime(checkpoint.model.scorer().eval())
+        if runtime is None:
+            runtime = TorchRuntime(checkpoint.model.scorer(routing=checkpoint.model.has_moe).eval())
+        self.runtime = runtime
         if self.runtime.input_size != self.input_size:
             raise ValueError(f"runtime input {self.runtime.input_size} px != checkpoint's {self.input_size} px")
         self._prep = CropPreprocessor(checkpoint.preprocessing)
-        self._torch_lock = threading.Lock()
 
     @property
     def backend_name(self) -> str:
@@ -96,11 +98,22 @@ class Scorer:
             return np.zeros(0, dtype=np.float32)
         return self.runtime(self._prep(crops))
 
+    def score_with_routing(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(P(attack) per crop, expert shares crops x moe_layers x experts, token dispatch shares crops x
+        moe_layers x patches x experts), all from the one runtime call that scores the crops.
+
+        The routing arrays are empty (crops x 0 x 0 ...) for a dense model or a runtime exported without them.
+        """
+        if len(crops) == 0:
+            return (np.zeros(0, np.float32), np.zeros((0, 0, 0), np.float32), np.zeros((0, 0, 0, 0), np.float32))
+        return self.runtime.run_routing(self._prep(crops))
+
     def expert_weights(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """MoE routing share per expert: crops x moe_layers x experts (empty for a dense model)."""
-        x = torch.from_numpy(self._prep(crops))
-        with self._torch_lock, torch.inference_mode():
-            return self.checkpoint.model.expert_weights(x).float().numpy()
+        """MoE routing share per expert: crops x moe_layers x experts (empty for a dense model).
+
+        Read from the runtime's routing outputs (one model call, no second eager pass); a caller that also
+        needs the scores uses ``score_with_routing`` instead."""
+        return self.score_with_routing(crops)[1]
 
 
 def load_weights(model: "str | Path | models.Checkpoint | None") -> models.Checkpoint:
@@ -132,11 +145,19 @@ def create_scorer(model: "str | Path | models.Checkpoint | None" = None, backend
                   **runtime_options) -> Scorer:
     """Load a checkpoint (default: the bundled model) and build the backend (see models.runtime).
 
-    ``backend`` is auto | tensorrt | cuda | cpu (or openvino | onnxruntime | torch); a fallback is logged and
+    ``backend`` is auto | tensorrt | cuda | cpu (or openvino | openvino-int8 | openvino-bf16 | onnxruntime |
+    torch); a fallback is logged and
     reported in ``Scorer.notice``. Raises FileNotFoundError / models.CheckpointError with a message fit for
     the user, ValueError for an unknown backend.
     """
     ckpt = load_weights(model)
+    if "agreement_crops" not in runtime_options and AGREEMENT_CROPS.is_file():
+        try:
+            verify_file(AGREEMENT_CROPS)  # a bundled asset: its SHA-256 must match
+            runtime_options["agreement_crops"] = load_agreement_crops(AGREEMENT_CROPS)
+        except (ValueError, OSError) as e:  # without them reduced precision is simply not tried
+            log.warning("agreement crops unusable (%s): reduced-precision backends are not tried", e)
+    runtime_options.setdefault("defer_builds", True)  # a first start does not wait for the int8 quantisation
     runtime = create_runtime(ckpt, backend, **runtime_options)
     scorer = Scorer(ckpt, runtime)
     log.info("scorer %s on %s, input %d px, threshold %.3f", scorer.backend_name, runtime.device,

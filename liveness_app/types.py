@@ -33,6 +33,9 @@ class TrackResult:
     verdict: Verdict
     quality_ok: bool = True  # False: too small, blurred or cut off; not counted as evidence
     expert_weights: tuple[tuple[float, ...], ...] | None = None  # MoE layers x experts, when requested
+    # per patch token, the share of its dispatch mass that goes to each expert's slots: MoE layers x patches x
+    # experts (read-only float32; argmax = the expert the token is sent to most), from the same model call
+    token_experts: np.ndarray | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -49,16 +49,18 @@ class ResidualAttentionBlock(nn.Module):
             ("c_fc", nn.Linear(dim, hidden)), ("gelu", QuickGELU()), ("c_proj", nn.Linear(hidden, dim))]))
         self.moe = moe_layer
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, routing: list | None = None):
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, with_routing: bool = False):
+        """b m d -> b m d; ``with_routing`` -> (b m d, routing or None): the MoE branch's (expert shares b n,
+        per-token dispatch shares b m n) from this same pass, None for a block without the branch."""
         x = x + self.attn(self.ln_1(x), attn_mask)
         h = self.ln_2(x)
         if self.moe is None:
-            return x + self.mlp(h)
-        if routing is None:
+            x = x + self.mlp(h)
+            return (x, None) if with_routing else x
+        if not with_routing:
             return x + self.mlp(h) + self.moe(h)
-        y, weights = self.moe(h, return_expert_weights=True)
-        routing.append(weights)
-        return x + self.mlp(h) + y
+        y, routing = self.moe(h, return_routing=True)
+        return x + self.mlp(h) + y, routing
 
 
 class Transformer(nn.Module):
@@ -69,10 +71,18 @@ class Transformer(nn.Module):
         self.resblocks = nn.ModuleList(
             ResidualAttentionBlock(width, heads, mlp_ratio, moe_layers.get(i)) for i in range(layers))
 
-    def forward(self, x, attn_mask=None, routing: list | None = None):
+    def forward(self, x, attn_mask=None, with_routing: bool = False):
+        """b m d -> b m d; ``with_routing`` -> (b m d, [routing of each MoE block, in order])."""
+        if not with_routing:
+            for block in self.resblocks:
+                x = block(x, attn_mask)
+            return x
+        routing = []
         for block in self.resblocks:
-            x = block(x, attn_mask, routing)
-        return x
+            x, r = block(x, attn_mask, with_routing=True)
+            if r is not None:
+                routing.append(r)
+        return x, routing
 
 
 class VisionTransformer(nn.Module):
@@ -97,15 +107,27 @@ class VisionTransformer(nn.Module):
         self.ln_post = nn.LayerNorm(v.width)
         self.proj = nn.Parameter(scale * torch.randn(v.width, cfg.embed_dim))
 
-    def forward(self, x: torch.Tensor, routing: list | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, with_routing: bool = False):
+        """b 3 S S -> b embed; ``with_routing`` -> (b embed, expert shares b L n, token dispatch b L P n) for the
+        L MoE blocks and the P patch tokens (the class token left out), from this same pass. A dense tower
+        returns empty b 0 0 / b 0 P 0 routing tensors."""
         if self.stem is None:
             x = self.conv1(x).flatten(2).transpose(1, 2)  # b d g g -> b (g g) d
         else:
             x = self.stem(x)  # b (g g) d
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)  # b m d
-        x = self.transformer(self.ln_pre(x), routing=routing)
-        return self.ln_post(x[:, 0]) @ self.proj  # b embed
+        if not with_routing:
+            x = self.transformer(self.ln_pre(x))
+            return self.ln_post(x[:, 0]) @ self.proj  # b embed
+        x, routing = self.transformer(self.ln_pre(x), with_routing=True)
+        emb = self.ln_post(x[:, 0]) @ self.proj
+        b, m = x.shape[:2]
+        if not routing:
+            return emb, x.new_zeros(b, 0, 0), x.new_zeros(b, 0, m - 1, 0)
+        shares = torch.stack([r[0] for r in routing], dim=1)  # b L n
+        tokens = torch.stack([r[1][:, 1:] for r in routing], dim=1)  # b L P n, patch tokens only
+        return emb, shares, tokens
 
 
 class LaSoftMoECLIP(nn.Module):
@@ -199,14 +221,15 @@ class LaSoftMoECLIP(nn.Module):
 
     def expert_weights(self, images: torch.Tensor) -> torch.Tensor:
         """Share of each expert in each MoE layer's combine weights: b x moe_layers x experts (rows sum to 1)."""
-        routing: list[torch.Tensor] = []
-        self.visual(images.to(self.dtype), routing=routing)
-        if not routing:
-            return images.new_zeros(images.shape[0], 0, 0)
-        return torch.stack(routing, dim=1)
+        return self.visual(images.to(self.dtype), with_routing=True)[1]
 
-    def scorer(self) -> "LivenessScorer":
-        return LivenessScorer(self)
+    @property
+    def has_moe(self) -> bool:
+        return any(b.moe is not None for b in self.visual.transformer.resblocks)
+
+    def scorer(self, routing: bool = False) -> "LivenessScorer":
+        """The deployable module; ``routing=True`` (MoE models only) also returns the routing statistics."""
+        return LivenessScorer(self, routing=routing)
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(pretrained CLIP parameters, new parameters: the MoE branches) for separate learning rates."""
@@ -223,11 +246,22 @@ class LaSoftMoECLIP(nn.Module):
 class LivenessScorer(nn.Module):
     """Deployable module: normalised image batch b 3 S S -> P(attack) b, the prompts' features baked in.
 
-    This is what gets exported (torch.export / ONNX / TensorRT); the text tower is not part of it.
+    This is what gets exported (torch.export / ONNX / TensorRT); the text tower is not part of it. With
+    ``routing=True`` (a model with MoE blocks) it returns, from the same forward pass, the triple
+    (P(attack) b, expert shares b L n, token dispatch shares b L P n): for each of the L MoE blocks each
+    expert's share of the combine weights, and for each of the P patch tokens the share of its dispatch mass
+    that goes to each expert's slots (its argmax is the expert the token is sent to most). Every runtime
+    exports this form when the model has MoE blocks and passes the extra outputs through
+    (``Runtime.run_routing``), so the GUI's routing panel costs no second model call.
     """
 
-    def __init__(self, model: LaSoftMoECLIP):
+    ROUTING_OUTPUTS = ("p_attack", "expert_shares", "token_experts")
+
+    def __init__(self, model: LaSoftMoECLIP, routing: bool = False):
         super().__init__()
+        if routing and not model.has_moe:
+            raise ValueError("routing=True needs a model with MoE blocks; this one is dense")
+        self.routing = bool(routing)
         was_training = model.training
         model.eval()
         with torch.no_grad():
@@ -239,8 +273,14 @@ class LivenessScorer(nn.Module):
         self.register_buffer("logit_scale", scale)  # exp(logit_scale), scalar
         self.image_size = model.config.vision.image_size
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        img = F.normalize(self.visual(images), dim=-1)
+    def forward(self, images: torch.Tensor):
+        if not self.routing:
+            return self._p_attack(self.visual(images))
+        emb, shares, tokens = self.visual(images, with_routing=True)
+        return self._p_attack(emb), shares, tokens
+
+    def _p_attack(self, emb: torch.Tensor) -> torch.Tensor:
+        img = F.normalize(emb, dim=-1)
         logits = self.logit_scale * img @ self.text_features.t()
         return logits.softmax(dim=-1)[:, 1]
 

@@ -8,8 +8,14 @@ Formats (``python -m models.export --model CKPT_OR_NAME --format FORMAT --out PA
                   dependency, and its graph ran faster in both ONNX Runtime and OpenVINO than the dynamo
                   exporter's on this model (docs/performance.md).
     openvino      OpenVINO IR (.xml + .bin beside it), converted from the ONNX export, weights kept fp32.
+    openvino-int8 OpenVINO IR post-training quantised to int8 with NNCF (``pip install nncf``), the
+                  convolutional stem kept fp32 (it is the part reduced precision hurts, docs/performance.md);
+                  calibrated on the shipped agreement crops (assets/agreement_crops.jpg, every other crop).
     tensorrt      torch-tensorrt dynamo compile, FP16, engine cache; needs an NVIDIA GPU and TensorRT's
                   libraries, imported lazily so every other format works without them.
+
+A scorer built with ``routing=True`` (``LivenessScorer``) is exported with three outputs, ``p_attack``,
+``expert_shares`` (b L n) and ``token_experts`` (b L P n), all with the dynamic batch; otherwise with one.
 
 Every writer is atomic (a temporary name, then ``os.replace``), so a crash never leaves a half-written file
 under the real name. ``models/`` stays free of Qt, mediapipe and OpenCV.
@@ -38,17 +44,31 @@ MIN_BATCH = 1
 MAX_BATCH = 16  # the dynamic batch range of every export: the app scores at most 16 faces per call
 OPT_BATCH = 8  # TensorRT optimises kernels for this batch inside the range
 ONNX_OPSET = 17
-FORMATS = ("torch-export", "onnx", "openvino", "tensorrt")
+FORMATS = ("torch-export", "onnx", "openvino", "openvino-int8", "tensorrt")
+# the stem's ops keep fp32 in reduced-precision exports: in bf16 alone it moves P(attack) of the bundled model
+# by up to 0.13 on the agreement crops, while any single transformer block in bf16 moves it by < 1e-3
+INT8_IGNORED_PATTERNS = (".*/visual/stem/.*",)
 
 
 class ExportError(RuntimeError):
     """An export that cannot be made here (missing runtime, unsupported option); the message says what to do."""
 
 
-def scorer_module(model: "str | Path | Checkpoint") -> tuple[LivenessScorer, Checkpoint]:
-    """The deployable ``LivenessScorer`` (eval, fp32, CPU) of a checkpoint path, config name or Checkpoint."""
+def p_attack(out) -> torch.Tensor:
+    """P(attack) from a scorer's output: the tensor itself, or the first of a routing scorer's triple."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def output_names(module: LivenessScorer) -> list[str]:
+    return list(LivenessScorer.ROUTING_OUTPUTS) if getattr(module, "routing", False) else ["p_attack"]
+
+
+def scorer_module(model: "str | Path | Checkpoint", routing: bool = False) -> tuple[LivenessScorer, Checkpoint]:
+    """The deployable ``LivenessScorer`` (eval, fp32, CPU) of a checkpoint path, config name or Checkpoint.
+
+    ``routing=True`` gives the module that also returns the routing statistics (MoE models only)."""
     ckpt = model if isinstance(model, Checkpoint) else load_model(model)
-    module = ckpt.model.scorer().eval()
+    module = ckpt.model.scorer(routing=routing and ckpt.model.has_moe).eval()
     for p in module.parameters():
         p.requires_grad_(False)
     return module, ckpt
@@ -116,8 +136,9 @@ def export_onnx(module: LivenessScorer, out: "str | Path", opset: int = ONNX_OPS
                 # count, 3, is fixed) say nothing about this model
                 warnings.simplefilter("ignore", DeprecationWarning)
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                torch.onnx.export(module, (x,), str(tmp), input_names=["images"], output_names=["p_attack"],
-                                  dynamic_axes={"images": {0: "batch"}, "p_attack": {0: "batch"}},
+                names = output_names(module)
+                torch.onnx.export(module, (x,), str(tmp), input_names=["images"], output_names=names,
+                                  dynamic_axes={"images": {0: "batch"}, **{n: {0: "batch"} for n in names}},
                                   opset_version=opset, dynamo=False)
         elif exporter == "dynamo":
             try:
@@ -126,7 +147,7 @@ def export_onnx(module: LivenessScorer, out: "str | Path", opset: int = ONNX_OPS
                 raise ExportError("the dynamo ONNX exporter needs `pip install onnxscript`; or use the default "
                                   "exporter='legacy'") from e
             prog = torch.onnx.export(export_program(module), dynamo=True, input_names=["images"],
-                                     output_names=["p_attack"], opset_version=max(opset, 18))
+                                     output_names=output_names(module), opset_version=max(opset, 18))
             prog.save(str(tmp))
         else:
             raise ValueError(f"exporter must be 'legacy' or 'dynamo', got {exporter!r}")
@@ -181,6 +202,41 @@ def export_openvino(module: LivenessScorer, out: "str | Path", max_batch: int = 
         ov_model.reshape({0: ov.PartialShape([ov.Dimension(MIN_BATCH, max_batch), 3, s, s])})
         ov.save_model(ov_model, str(tmpdir / out.name), compress_to_fp16=False)
         # .bin first: a reader that finds the .xml finds its weights too
+        os.replace(tmpdir / out.with_suffix(".bin").name, out.with_suffix(".bin"))
+        os.replace(tmpdir / out.name, out)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return out
+
+
+def quantize_openvino_int8(fp32_xml: "str | Path", out: "str | Path", calibration: np.ndarray,
+                           subset_size: int = 100) -> Path:
+    """Post-training int8 quantisation (NNCF, transformer preset with SmoothQuant) of an fp32 IR.
+
+    ``calibration``: normalised float32 crops b 3 S S (the shipped agreement crops, every other one: the
+    product never needs the training data). The stem (``INT8_IGNORED_PATTERNS``) stays fp32. Writes ``out``
+    (.xml + .bin) atomically; ExportError when NNCF is not installed.
+    """
+    disable_openvino_telemetry()
+    try:
+        import nncf
+    except ImportError as e:
+        raise ExportError("int8 quantisation needs NNCF: `pip install nncf`") from e
+    import openvino as ov
+    calibration = np.ascontiguousarray(calibration, dtype=np.float32)
+    if calibration.ndim != 4 or calibration.shape[0] == 0:
+        raise ValueError(f"calibration must be a non-empty b x 3 x S x S batch, got {calibration.shape}")
+    logging.getLogger("nncf").setLevel(logging.WARNING)  # one INFO line per skipped node otherwise
+    model = ov.Core().read_model(str(fp32_xml))
+    data = nncf.Dataset([calibration[i:i + 1] for i in range(calibration.shape[0])])
+    quantized = nncf.quantize(model, data, subset_size=min(subset_size, calibration.shape[0]),
+                              model_type=nncf.ModelType.TRANSFORMER,
+                              ignored_scope=nncf.IgnoredScope(patterns=list(INT8_IGNORED_PATTERNS), validate=False))
+    out = Path(out).with_suffix(".xml")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", dir=out.parent))
+    try:
+        ov.save_model(quantized, str(tmpdir / out.name), compress_to_fp16=False)
         os.replace(tmpdir / out.with_suffix(".bin").name, out.with_suffix(".bin"))
         os.replace(tmpdir / out.name, out)
     finally:
@@ -255,13 +311,13 @@ def load_exported(fmt: str, path: "str | Path") -> Callable[[np.ndarray], np.nda
 
         def run(x: np.ndarray) -> np.ndarray:
             with torch.no_grad():
-                return mod(torch.from_numpy(x)).numpy()
+                return p_attack(mod(torch.from_numpy(x))).numpy()
         return run
     if fmt == "onnx":
         import onnxruntime as ort
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return lambda x: sess.run(None, {"images": x})[0]
-    if fmt == "openvino":
+    if fmt in ("openvino", "openvino-int8"):
         disable_openvino_telemetry()
         import openvino as ov
         compiled = ov.Core().compile_model(str(path.with_suffix(".xml")), "CPU",
@@ -273,7 +329,7 @@ def load_exported(fmt: str, path: "str | Path") -> Callable[[np.ndarray], np.nda
 
         def run_trt(x: np.ndarray) -> np.ndarray:
             with torch.no_grad():
-                return mod(torch.from_numpy(x).cuda()).float().cpu().numpy()
+                return p_attack(mod(torch.from_numpy(x).cuda())).float().cpu().numpy()
         return run_trt
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
@@ -285,7 +341,7 @@ def check_export(module: LivenessScorer, run: Callable[[np.ndarray], np.ndarray]
     for b in batches:
         x = example_input(module.image_size, b, seed=b)
         with torch.no_grad():
-            ref = module.cpu().float()(x).numpy()
+            ref = p_attack(module.cpu().float()(x)).numpy()
         got = np.asarray(run(x.numpy()), dtype=np.float32).reshape(-1)
         if got.shape != ref.shape:
             raise AssertionError(f"export returns shape {got.shape} for batch {b}, eager {ref.shape}")
@@ -294,11 +350,14 @@ def check_export(module: LivenessScorer, run: Callable[[np.ndarray], np.ndarray]
 
 
 def export(model: "str | Path | Checkpoint", fmt: str, out: "str | Path", max_batch: int = MAX_BATCH,
-           onnx_exporter: str = "legacy") -> Path:
-    """Export ``model`` (checkpoint path, config name or Checkpoint) to ``out`` in format ``fmt``."""
+           onnx_exporter: str = "legacy", routing: bool = False, calibration: "np.ndarray | None" = None) -> Path:
+    """Export ``model`` (checkpoint path, config name or Checkpoint) to ``out`` in format ``fmt``.
+
+    ``routing=True`` exports the three-output scorer (MoE models). ``openvino-int8`` needs ``calibration``
+    (normalised crops b 3 S S), e.g. ``models.runtime.agreement_batch``."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    module, _ = scorer_module(model)
+    module, _ = scorer_module(model, routing=routing)
     if fmt == "torch-export":
         return export_torch(module, out, max_batch)
     if fmt == "onnx":
@@ -307,6 +366,17 @@ def export(model: "str | Path | Checkpoint", fmt: str, out: "str | Path", max_ba
         return export_onnx(module, out, exporter=onnx_exporter)
     if fmt == "openvino":
         return export_openvino(module, out, max_batch)
+    if fmt == "openvino-int8":
+        if calibration is None:
+            raise ValueError("openvino-int8 needs calibration crops (--calibration IMAGE: a crop mosaic such as "
+                             "assets/agreement_crops.jpg)")
+        out = Path(out).with_suffix(".xml")
+        fp32 = export_openvino(module, out.with_name(out.stem + ".fp32.xml"), max_batch)
+        try:
+            return quantize_openvino_int8(fp32, out, calibration)
+        finally:
+            fp32.unlink(missing_ok=True)
+            fp32.with_suffix(".bin").unlink(missing_ok=True)
     return export_tensorrt(module, out, max_batch=max_batch)
 
 
@@ -318,12 +388,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-batch", type=int, default=MAX_BATCH, help="largest batch of the dynamic range")
     ap.add_argument("--onnx-exporter", choices=("legacy", "dynamo"), default="legacy")
     ap.add_argument("--no-check", action="store_true", help="skip the comparison with eager at batch 1 and 7")
+    ap.add_argument("--routing", action="store_true", help="also output expert_shares and token_experts (MoE)")
+    ap.add_argument("--calibration", type=Path, help="openvino-int8: crop mosaic to calibrate on "
+                    "(default assets/agreement_crops.jpg)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
     try:
         module, ckpt = scorer_module(args.model)  # once: a config name gives fresh random weights per load
-        out = export(ckpt, args.fmt, args.out, args.max_batch, args.onnx_exporter)
+        calibration = None
+        if args.fmt == "openvino-int8":
+            from .runtime import DEFAULT_AGREEMENT_CROPS, agreement_batch, load_agreement_crops
+            crops = load_agreement_crops(args.calibration or DEFAULT_AGREEMENT_CROPS)
+            calibration = agreement_batch(crops, ckpt.preprocessing)[::2]
+        out = export(ckpt, args.fmt, args.out, args.max_batch, args.onnx_exporter, args.routing, calibration)
     except (ExportError, FileNotFoundError, ValueError) as e:
         print(f"export failed: {e}", file=sys.stderr)
         return 2

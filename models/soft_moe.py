@@ -113,13 +113,21 @@ class SoftMoE(nn.Module):
             combine = w / w.sum(dim=-1, keepdim=True)
         return dispatch, combine
 
-    def forward(self, x: torch.Tensor, return_expert_weights: bool = False):
+    def forward(self, x: torch.Tensor, return_expert_weights: bool = False, return_routing: bool = False):
+        """b m d -> b m d; with ``return_expert_weights`` also each expert's combine share (b n); with
+        ``return_routing`` the pair (combine share b n, per-token dispatch share b m n): the share of token t's
+        dispatch mass that goes to expert e's slots (rows sum to 1), read from the same pass."""
         b, m, d = x.shape
         dispatch, combine = self.routing(x)
         slots = torch.einsum("bms,bmd->bsd", dispatch, x)  # b s d
         y_slots = self.experts(slots.reshape(b, self.num_experts, self.slots_per_expert, d))
         y = torch.einsum("bms,bsd->bmd", combine, y_slots.reshape(b, -1, d)) * self.gate
-        if return_expert_weights:
+        if return_expert_weights or return_routing:
             # share of each expert in the combine weights, averaged over tokens: b n, sums to 1
-            return y, combine.reshape(b, m, self.num_experts, self.slots_per_expert).sum(-1).mean(1)
+            shares = combine.reshape(b, m, self.num_experts, self.slots_per_expert).sum(-1).mean(1)
+            if not return_routing:
+                return y, shares
+            # where each token's content goes: its dispatch weights summed per expert, normalised per token
+            per_expert = dispatch.reshape(b, m, self.num_experts, self.slots_per_expert).sum(-1)  # b m n
+            return y, (shares, per_expert / per_expert.sum(-1, keepdim=True).clamp_min(1e-12))
         return y

@@ -12,7 +12,7 @@ def test_bench_reports_every_stage_backend_and_memory(tmp_path, capsys):
     backends = ["torch", "onnxruntime"] + ([] if torch.cuda.is_available() else ["cuda"])
     code = bench.main(["--model", "test-tiny", "--frames", "4", "--warmup", "2", "--repeats", "3",
                        "--min-seconds", "0", "--batches", "1,3", "--backends", ",".join(backends),
-                       "--e2e-backend", "cpu", "--json", str(out)])
+                       "--e2e-backend", "openvino", "--json", str(out)])  # fp32: no int8 build in a test
     assert code == 0
     table = capsys.readouterr().out
     res = json.loads(out.read_text())
@@ -38,6 +38,15 @@ def test_bench_reports_every_stage_backend_and_memory(tmp_path, capsys):
     assert res["peak_rss_mb"]["after_e2e"] > 100 and res["peak_rss_mb"]["end"] > 100  # MiB: torch alone is more
     for word in ("decode", "detect", "track", "crop", "score", "smooth", "frames/s", "crops/s", "peak RSS"):
         assert word in table
+    # launch to first verdict: a cold start, then a second one on the cache it left, stage by stage
+    launch = res["launch"]
+    assert [r["run"] for r in launch] == ["cold", "start 2"]
+    for r in launch:
+        assert "error" not in r, r
+        st = r["stages_s"]
+        assert list(st) == ["imports", "model and backend", "source and detector", "first verdict"]
+        assert 0 < st["imports"] <= st["model and backend"] <= st["first verdict"] == r["first_verdict_s"]
+    assert "launch to first verdict" in table and "first verdict" in table
 
 
 def test_bench_rejects_a_missing_video(tmp_path, capsys):

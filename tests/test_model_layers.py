@@ -121,6 +121,12 @@ def test_model_shapes(weighting, kw):
     ew = model.expert_weights(x)
     assert ew.shape == (3, 1, 4)  # batch x MoE layers x experts
     torch.testing.assert_close(ew.sum(-1), torch.ones(3, 1))
+    # the routing scorer: the same P(attack), and the routing from that same pass
+    p2, shares, tok = model.scorer(routing=True)(x)
+    torch.testing.assert_close(p2, p)
+    torch.testing.assert_close(shares, ew)
+    assert tok.shape == (3, 1, 16, 4)  # batch x MoE layers x patches (4 x 4 grid) x experts
+    torch.testing.assert_close(tok.sum(-1), torch.ones(3, 1, 16))
 
 
 def test_dense_model_has_no_moe_and_no_expert_weights():
@@ -128,6 +134,9 @@ def test_dense_model_has_no_moe_and_no_expert_weights():
     model = models.create_model(cfg).eval()
     assert all(b.moe is None for b in model.visual.transformer.resblocks)
     assert model.expert_weights(torch.randn(2, 3, 32, 32)).shape == (2, 0, 0)
+    assert not model.has_moe
+    with pytest.raises(ValueError, match="dense"):
+        model.scorer(routing=True)
     base, new = model.param_groups()
     assert new == [] and len(base) == len(list(model.parameters()))
 

@@ -242,3 +242,36 @@ def test_quality_gate_on_a_face_leaving_the_frame(tmp_path):
     assert evidence == sum(ok)
     # attack-looking scores on cut-off frames were not evidence: the verdict stayed live
     assert all(r.tracks[0].verdict == "live" for r in results[1:] if not r.tracks[0].quality_ok)
+
+
+def test_a_gui_frame_costs_one_model_call_with_the_routing_from_it(face_clip, tiny_checkpoint):
+    """The routing panel's numbers come from the scoring call itself: one model call per frame, not two."""
+    path, _ = face_clip
+    sc = create_scorer(tiny_checkpoint, backend="torch")
+    model_calls = []
+    inner = sc.runtime.module.forward
+    sc.runtime.module.forward = lambda x: (model_calls.append(x.shape[0]), inner(x))[1]  # counts every call
+    ckpt = sc.checkpoint
+    calls_before = sc.runtime.calls
+    with Pipeline(AppConfig(expert_weights=True, **IMMEDIATE), sc) as pipe:
+        results = run_clip(pipe, path)
+    scored = [r for r in results if r.tracks]
+    assert scored and len(model_calls) == len(scored) == sc.runtime.calls - calls_before
+    tr = scored[-1].tracks[0]
+    layers, experts = len(ckpt.config.moe.layers), ckpt.config.moe.num_experts
+    assert np.array(tr.expert_weights).shape == (layers, experts)
+    g = ckpt.config.vision.image_size // ckpt.config.vision.patch_size
+    assert tr.token_experts.shape == (layers, g * g, experts) and not tr.token_experts.flags.writeable
+    # the same numbers as an eager pass with routing on the same crop
+    import torch
+    x = sc.preprocess([pipe.last_crops[tr.track_id]])
+    with torch.inference_mode():
+        _, shares, tokens = ckpt.model.visual(torch.from_numpy(x), with_routing=True)
+    np.testing.assert_allclose(np.array(tr.expert_weights), shares[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(tr.token_experts, tokens[0].numpy(), atol=1e-5)
+    assert tr.token_experts.argmax(-1).max() < experts
+    # without the panel the frame is one call too, and carries no routing
+    with Pipeline(AppConfig(**IMMEDIATE), sc) as pipe:
+        n = len(model_calls)
+        r = [r for r in run_clip(pipe, path) if r.tracks]
+    assert len(model_calls) - n == len(r) and r[-1].tracks[0].expert_weights is None

@@ -204,3 +204,130 @@ def test_create_scorer_names_what_is_missing(tmp_path):
     path = models.save_checkpoint(tmp_path / "m.safetensors", checkpoint().model, threshold=0.3)
     sc = create_scorer(path, backend="torch", cache_dir=tmp_path / "cache")
     assert sc.threshold == pytest.approx(0.3) and sc.backend_name == "torch-cpu" and sc.notice == ""
+
+
+# --- the decision-agreement guard of reduced-precision runtimes (issue 15) ---------------------------------
+def agreement_crops():
+    return rt.load_agreement_crops(rt.DEFAULT_AGREEMENT_CROPS)
+
+
+def test_the_shipped_agreement_crops_are_200_demo_crops_at_the_bundled_size():
+    crops = agreement_crops()
+    assert crops.shape == (200, 128, 128, 3) and crops.dtype == np.uint8
+    assert len({c.tobytes() for c in crops}) == 200  # no duplicates, no padding tiles
+    with pytest.raises(FileNotFoundError, match="make_agreement_crops"):
+        rt.load_agreement_crops("nothere.jpg")
+
+
+class _Reduced(rt.TorchRuntime):
+    """torch eager labelled reduced precision, with an optional perturbation of its P(attack)."""
+
+    precision = "int8"
+
+    def __init__(self, module, perturb=None):
+        super().__init__(module)
+        self.name = "fake-int8-cpu"
+        self.perturb = perturb
+
+    def _run(self, x):
+        outs = super()._run(x)
+        if self.perturb is not None:
+            outs[0] = self.perturb(outs[0]).astype(np.float32)
+        return outs
+
+
+def _guard_reference(ck):
+    module = ck.model.scorer(routing=True).eval()
+    x = rt.agreement_batch(agreement_crops(), ck.preprocessing)  # resized to the tiny model's 32 px
+    p_ref = rt.eager_reference(module, x)
+    return module, (x, p_ref, float(np.median(p_ref)))  # a threshold in the middle: many crops near it
+
+
+def test_guard_passes_a_faithful_runtime_and_fails_perturbed_ones(ckpt):
+    module, ref = _guard_reference(ckpt)
+    x, p_ref, thr = ref
+    ok = _Reduced(module)
+    assert rt.verify(ok, module, reference=ref) == 0.0  # same scores: passes
+    assert ok.agreement.passed and ok.agreement.same_decision == 1.0 and ok.agreement.n == 200
+    # a uniform shift of 0.03: few decisions flip, but |dP| > 0.02
+    with pytest.raises(RuntimeError, match=r"decision-agreement guard.*max \|dP\| 3\.0\de-02 \(needs <= 0\.02\)"):
+        rt.verify(_Reduced(module, lambda p: p + 0.03), module, reference=ref)
+    # tiny moves (<= 0.01) that push the two crops nearest the threshold across it: 99.0 % < 99.5 %
+    nearest = np.argsort(np.abs(p_ref - thr))[:2]
+
+    def flip_two(p):
+        p = p.copy()
+        for i in nearest:
+            j = np.flatnonzero(np.isclose(p, p_ref[i], atol=1e-6))
+            p[j] = np.where(p[j] >= thr, thr - 1e-4, thr + 1e-4)
+        return p
+
+    if np.abs(p_ref[nearest] - thr).max() < 0.01:
+        with pytest.raises(RuntimeError, match=r"same decision on 99\.0% of 200 crops \(2 flipped"):
+            rt.verify(_Reduced(module, flip_two), module, reference=ref)
+    # without agreement crops a reduced-precision runtime cannot be checked
+    with pytest.raises(RuntimeError, match="needs the agreement crops"):
+        rt.verify(_Reduced(module), module)
+
+
+def test_a_guard_failure_falls_back_cleanly_to_fp32(ckpt, tmp_path, monkeypatch):
+    real_build = rt._build
+
+    def build(kind, module, *args):
+        if kind in rt.REDUCED_CPU_ENGINES:
+            return _Reduced(module, lambda p: np.clip(1.0 - p, 0, 1))  # every decision flips
+        return real_build(kind, module, *args)
+
+    monkeypatch.setattr(rt, "_build", build)
+    r = rt.create_runtime(ckpt, "cpu", cache_dir=tmp_path, agreement_crops=agreement_crops())
+    assert not r.reduced_precision and r.name in ("openvino-cpu", "onnxruntime-cpu", "torch-cpu")
+    assert r.notice.startswith(f"cpu chose {r.name}") and "fails the decision-agreement guard" in r.notice
+    assert r.notice_level == 20  # logging.INFO: an expected hand-over, not an alarm
+    x = ex.example_input(r.input_size, 4)
+    assert np.abs(r(x) - reference(ckpt, x)).max() <= r.tolerance
+    # no crops at all: the reduced candidates are skipped (not built), fp32 is used
+    r2 = rt.create_runtime(ckpt, "cpu", cache_dir=tmp_path)
+    assert not r2.reduced_precision and "no agreement crops" in r2.notice
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None,
+                    reason="needs OpenVINO and NNCF")
+def test_real_reduced_precision_runtimes_on_the_bundled_model(tmp_path):
+    """The shipped default (OpenVINO int8, stem fp32) passes the guard on the bundled model; bf16, where this
+    CPU has it, either passes or is refused by the guard itself (it changes 2.5 % of decisions here)."""
+    from liveness_app.scorer import DEFAULT_MODEL
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip("bundled model absent")
+    ck = models.load_checkpoint(DEFAULT_MODEL)
+    crops = agreement_crops()
+    r = rt.create_runtime(ck, "openvino-int8", cache_dir=tmp_path, agreement_crops=crops)
+    assert r.precision == "int8" and r.agreement.passed and r.agreement.same_decision >= rt.AGREEMENT_MIN
+    assert r.agreement.max_dp <= rt.AGREEMENT_MAX_DP
+    again = rt.create_runtime(ck, "openvino-int8", cache_dir=tmp_path, agreement_crops=crops)
+    assert not again.built and again.agreement.passed  # cached model, recorded guard re-confirmed
+    p, shares, tokens = r.run_routing(rt.agreement_batch(crops[:3], ck.preprocessing))
+    assert shares.shape == (3, len(ck.config.moe.layers), ck.config.moe.num_experts)
+    try:
+        b = rt.create_runtime(ck, "openvino-bf16", cache_dir=tmp_path, agreement_crops=crops)
+        assert b.agreement.passed
+    except RuntimeError as e:
+        assert "decision-agreement guard" in str(e) or "no native bf16" in str(e)
+
+
+# --- routing from the same model call (issue 14 item 3) ---------------------------------------------------
+@pytest.mark.parametrize("engine", available_cpu_engines())
+def test_every_cpu_engine_returns_the_routing_of_its_one_call(engine, ckpt, tmp_path):
+    r = rt.create_runtime(ckpt, engine, cache_dir=tmp_path)
+    assert r.routing
+    x = ex.example_input(r.input_size, 5, seed=3)
+    before = r.calls
+    p, shares, tokens = r.run_routing(x)
+    assert r.calls == before + 1  # one model call for scores and routing
+    with torch.inference_mode():
+        emb, ref_shares, ref_tokens = ckpt.model.visual(torch.as_tensor(x), with_routing=True)
+    np.testing.assert_allclose(p, reference(ckpt, x), atol=1e-4)
+    np.testing.assert_allclose(shares, ref_shares.numpy(), atol=1e-4)
+    np.testing.assert_allclose(tokens, ref_tokens.numpy(), atol=1e-4)
+    g = ckpt.config.vision.image_size // ckpt.config.vision.patch_size
+    assert tokens.shape == (5, len(ckpt.config.moe.layers), g * g, ckpt.config.moe.num_experts)
+    np.testing.assert_allclose(tokens.sum(-1), 1.0, atol=1e-4)

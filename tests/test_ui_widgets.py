@@ -124,8 +124,21 @@ def test_experts_panel_weights_and_dense_message(qtbot) -> None:
     panel.set_weights([[0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25]], track_id=5)
     assert panel.weights == ((0.1, 0.2, 0.3, 0.4), (0.25, 0.25, 0.25, 0.25))
     panel.grab()
+    assert panel.token_map is None
+    # with the per-patch dispatch map: layers x patches x experts -> a g x g map per layer, painted
+    tokens = np.zeros((2, 16, 4), np.float32)
+    tokens[:, :, 2] = 0.7
+    tokens[:, :, [0, 1, 3]] = 0.1
+    tokens[1, 5] = (0.05, 0.8, 0.1, 0.05)
+    panel.set_weights([[0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25]], track_id=5, token_experts=tokens)
+    best, share = panel.token_map
+    assert best.shape == (2, 4, 4) and best[0].tolist() == [[2] * 4] * 4 and best[1, 1, 1] == 1
+    assert share[1, 1, 1] == pytest.approx(0.8)
+    panel.resize(360, 170)
+    img = panel.grab().toImage()
+    assert img.width() == 360
     panel.set_weights([], track_id=5)
-    assert "no MoE layers" in panel._message
+    assert "no MoE layers" in panel._message and panel.token_map is None
 
 
 def test_describe_and_main_track() -> None:

@@ -74,6 +74,8 @@ def run_gui(config: AppConfig, *, exit_process: bool = True) -> int:
         from .main_window import MainWindow
         window = MainWindow(config)
         window.show()
+    from .. import startup
+    startup.mark("window shown")
     log.info("%s window open (platform %s)", "kiosk" if config.kiosk else "main",
              QGuiApplication.platformName())
     tick = _install_signal_handlers(window)

@@ -88,6 +88,12 @@ class KioskWindow(QWidget):
     def _on_result(self, result: FrameResult) -> None:
         self.last_result = result
         self.video_view.set_result(result)
+        if not getattr(self, "_first_verdict_marked", False) and any(t.verdict != "uncertain"
+                                                                     for t in result.tracks):
+            self._first_verdict_marked = True  # launch-to-first-verdict trace (liveness_app/startup.py)
+            from .. import startup
+            startup.mark("first verdict on screen")
+            logging.getLogger(__name__).info("%s", startup.summary())
         if self._state in ("running", "loading", "idle"):
             self.message.set_message(describe(result, kiosk=True))
         self._stale.start()

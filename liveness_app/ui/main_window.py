@@ -185,7 +185,7 @@ class MainWindow(QMainWindow):
         sv.addWidget(header)
         sv.addWidget(self.score_plot)
         self.experts_check = QCheckBox("Show expert routing")
-        self.experts_check.setToolTip("Runs the image tower a second time per frame to read the MoE routing")
+        self.experts_check.setToolTip("Shows the MoE routing, read from the same model call that scores the face")
         sv.addWidget(self.experts_check)
         sv.addWidget(self.experts_panel)
         sv.addWidget(self._build_decision_group())
@@ -481,6 +481,12 @@ class MainWindow(QMainWindow):
     def _on_result(self, result: FrameResult) -> None:
         self.last_result = result
         self._scored_at.append(time.monotonic())
+        if not getattr(self, "_first_verdict_marked", False) and any(t.verdict != "uncertain"
+                                                                     for t in result.tracks):
+            self._first_verdict_marked = True  # launch-to-first-verdict trace (liveness_app/startup.py)
+            from .. import startup
+            startup.mark("first verdict on screen")
+            logging.getLogger(__name__).info("%s", startup.summary())
         self.video_view.set_result(result)
         self.score_plot.add_result(result)
         ids = {t.track_id for t in result.tracks}
@@ -494,7 +500,7 @@ class MainWindow(QMainWindow):
         if self.config.expert_weights:
             sel = next((t for t in result.tracks if t.track_id == self.selected), None)
             if sel is not None and sel.expert_weights is not None:
-                self.experts_panel.set_weights(sel.expert_weights, sel.track_id)
+                self.experts_panel.set_weights(sel.expert_weights, sel.track_id, sel.token_experts)
             elif sel is not None and self.experts_panel.weights is None:
                 self.experts_panel.set_weights((), sel.track_id)  # no MoE layers in this model
         self.banner.set_message(describe(result))
