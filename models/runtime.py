@@ -609,37 +609,61 @@ class TensorRTRuntime(Runtime):
             return _numpy_outputs(self._mod(torch.from_numpy(x).to(self._dev)))
 
 
-_background: list[threading.Thread] = []
+BACKGROUND_ENV = "LIVENESS_BACKGROUND_BUILDS"  # "0": never start a background int8 build (tests, read-only installs)
 
 
-def _build_in_background(module: LivenessScorer, cache_dir: Path, max_batch: int, threads: int | None,
-                         calibration: np.ndarray) -> threading.Thread:
-    """Build (quantise and cache) the int8 model in a low-priority thread, for the next start to use.
+def _build_in_background(checkpoint: Checkpoint, routing: bool, cache_dir: Path, max_batch: int,
+                         threads: int | None, calibration: np.ndarray) -> "subprocess.Popen | None":
+    """Quantise and cache the int8 model in a separate low-priority process, for the next start to use.
 
-    Not a daemon: a short run waits for the build at exit rather than leaving it half done (entries are
-    written atomically, so even a killed process leaves no broken entry). The thread lowers its own
-    scheduling priority (Linux: nice is per thread) so the running pipeline keeps the CPU.
+    A process, not a thread: the running app neither waits for it at exit (a short ``--images`` run ends at
+    once; the build finishes on its own, detached in its own session) nor shares its heap and thread pools
+    with NNCF and a second OpenVINO compile. The job (the checkpoint, fp32, and the calibration crops) is
+    written to a folder in the cache that the child removes when done; cache entries are written atomically,
+    so a killed build leaves no broken entry, and a second start while one runs only builds it twice.
     """
-    module = copy.deepcopy(module)  # the export traces it; the running backend keeps its own
+    if os.environ.get(BACKGROUND_ENV, "1") == "0":
+        log.info("background int8 build skipped (%s=0)", BACKGROUND_ENV)
+        return None
+    import subprocess
+    import sys
 
-    def work() -> None:
-        try:
-            if hasattr(os, "setpriority"):
-                try:
-                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-                except OSError:
-                    pass
-            t0 = time.perf_counter()
-            OpenVINORuntime(module, cache_dir, max_batch, threads, precision="int8", calibration=calibration)
-            log.info("int8 model built in the background in %.1f s; the next start uses it (after its guard)",
-                     time.perf_counter() - t0)
-        except Exception as e:  # noqa: BLE001 - a failed optional build is only a notice in the log
-            log.info("background int8 build failed: %s", e)
+    from .checkpoint import save_checkpoint
 
-    t = threading.Thread(target=work, name="int8-build", daemon=False)
-    t.start()
-    _background.append(t)
-    return t
+    job = Path(tempfile.mkdtemp(prefix="int8-job-", dir=cache_dir))
+    save_checkpoint(job / "model.safetensors", checkpoint.model, threshold=checkpoint.threshold)
+    np.save(job / "calibration.npy", np.ascontiguousarray(calibration, np.float32))
+    (job / "job.json").write_text(json.dumps({"cache": str(cache_dir), "max_batch": max_batch, "threads": threads,
+                                              "routing": routing}))
+    with open(job / "build.log", "ab") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "models.runtime", "--build-int8", str(job)],
+                                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
+                                cwd=str(Path(__file__).resolve().parent.parent))
+    log.info("int8 model: building in the background (pid %d, job %s); the next start uses it", proc.pid, job)
+    return proc
+
+
+def _run_build_job(job: Path) -> int:
+    """The child of ``_build_in_background``: build the int8 entry described in ``job``, then remove ``job``."""
+    from .checkpoint import load_checkpoint
+
+    try:
+        os.nice(19)
+    except (AttributeError, OSError):
+        pass
+    spec = json.loads((job / "job.json").read_text())
+    try:
+        module = load_checkpoint(job / "model.safetensors").model.scorer(routing=spec["routing"]).eval()
+        t0 = time.perf_counter()
+        OpenVINORuntime(module, Path(spec["cache"]), spec["max_batch"], spec["threads"], precision="int8",
+                        calibration=np.load(job / "calibration.npy"))
+        print(f"int8 model built in {time.perf_counter() - t0:.1f} s", flush=True)
+        return 0
+    except Exception as e:  # noqa: BLE001 - a failed optional build is a line in its log, nothing more
+        print(f"background int8 build failed: {e}", flush=True)
+        return 1
+    finally:
+        shutil.rmtree(job, ignore_errors=True)
 
 
 def _build(kind: str, module: LivenessScorer, cache_dir: Path, max_batch: int, threads: int | None,
@@ -767,7 +791,8 @@ def create_runtime(checkpoint: Checkpoint, backend: str = "auto", *, cache_dir: 
             unexpected = unexpected or not quiet
             continue
         if deferred is not None:
-            _build_in_background(module, cache, max_batch, threads, deferred)
+            _build_in_background(checkpoint, routing and checkpoint.model.has_moe, cache, max_batch, threads,
+                                 deferred)
         if failures or backend == "auto":
             why = f" ({'; '.join(failures)})" if failures else ""
             if backend in ("auto", "cpu"):
@@ -780,3 +805,12 @@ def create_runtime(checkpoint: Checkpoint, backend: str = "auto", *, cache_dir: 
             log.log(rt.notice_level, "%s", rt.notice)
         return rt
     raise RuntimeError(f"no backend could run the model: {'; '.join(failures)}")
+
+
+if __name__ == "__main__":  # python -m models.runtime --build-int8 JOB (started by _build_in_background)
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--build-int8":
+        sys.exit(_run_build_job(Path(sys.argv[2])))
+    print("usage: python -m models.runtime --build-int8 JOB_FOLDER (the app starts this itself)", file=sys.stderr)
+    sys.exit(2)

@@ -7,6 +7,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # backends cache exported models (models/runtime.py): never touch the user's cache folder from tests
 import atexit, shutil, tempfile  # noqa: E401,E402
 os.environ["LIVENESS_CACHE_DIR"] = tempfile.mkdtemp(prefix="liveness-test-cache-")
+# no detached int8 builds behind the tests' back (tests/test_runtime.py starts one on purpose)
+os.environ.setdefault("LIVENESS_BACKGROUND_BUILDS", "0")
 atexit.register(shutil.rmtree, os.environ["LIVENESS_CACHE_DIR"], True)
 # ... nor its log folder (liveness_app/logs.py)
 os.environ["LIVENESS_LOG_DIR"] = tempfile.mkdtemp(prefix="liveness-test-logs-")

@@ -331,3 +331,27 @@ def test_every_cpu_engine_returns_the_routing_of_its_one_call(engine, ckpt, tmp_
     g = ckpt.config.vision.image_size // ckpt.config.vision.patch_size
     assert tokens.shape == (5, len(ckpt.config.moe.layers), g * g, ckpt.config.moe.num_experts)
     np.testing.assert_allclose(tokens.sum(-1), 1.0, atol=1e-4)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None,
+                    reason="needs OpenVINO and NNCF")
+def test_a_first_start_builds_int8_in_a_detached_process_and_does_not_wait_for_it(ckpt, tmp_path, monkeypatch):
+    import time
+
+    crops = agreement_crops()[:40]
+    monkeypatch.setenv(rt.BACKGROUND_ENV, "1")
+    first = rt.create_runtime(ckpt, "cpu", cache_dir=tmp_path, agreement_crops=crops, defer_builds=True)
+    assert first.precision != "int8"  # the start path did not quantise (bf16 or fp32 serve this start)
+    jobs = list(tmp_path.glob("int8-job-*"))
+    assert len(jobs) == 1 and (jobs[0] / "model.safetensors").is_file()
+    module = ckpt.model.scorer(routing=ckpt.model.has_moe).eval()
+    calibration = rt.agreement_batch(crops, ckpt.preprocessing)[::2]
+    entry = rt.OpenVINORuntime.entry(module, tmp_path, ex.MAX_BATCH, "int8", calibration)[0]
+    deadline = time.monotonic() + 300  # a deadline for the child, not a speed target
+    while jobs[0].exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not jobs[0].exists(), "the background build did not finish"
+    assert (entry / "meta.json").is_file()  # the entry the next start looks up: same weights, same calibration
+    monkeypatch.setenv(rt.BACKGROUND_ENV, "0")
+    rt.create_runtime(ckpt, "cpu", cache_dir=tmp_path / "other", agreement_crops=crops, defer_builds=True)
+    assert not list((tmp_path / "other").glob("int8-job-*"))  # switched off: no job, no process
