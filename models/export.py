@@ -160,6 +160,18 @@ def disable_openvino_telemetry() -> None:
                 module.telemetry = stub.Telemetry()
 
 
+
+def disable_onnxruntime_telemetry() -> None:
+    """Switch off ONNX Runtime's usage telemetry for this process; call it before ``import onnxruntime``.
+
+    Since 1.29 the Linux wheels' 1DS telemetry writes a device id and an event database under
+    ``~/.cache/Microsoft/DeveloperTools/.onnxruntime`` when an environment is created, and uploads a
+    ``ProcessInfo`` event. ``ORT_DISABLE_TELEMETRY=1``, read once when onnxruntime is imported, stops all of
+    it; a value the user set is left alone.
+    """
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
 def export_openvino(module: LivenessScorer, out: "str | Path", max_batch: int = MAX_BATCH) -> Path:
     """Write OpenVINO IR ``out`` (.xml) and its weights (.bin beside it), batch 1..max_batch, fp32 weights.
 
@@ -258,6 +270,7 @@ def load_exported(fmt: str, path: "str | Path") -> Callable[[np.ndarray], np.nda
                 return mod(torch.from_numpy(x)).numpy()
         return run
     if fmt == "onnx":
+        disable_onnxruntime_telemetry()
         import onnxruntime as ort
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return lambda x: sess.run(None, {"images": x})[0]

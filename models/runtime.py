@@ -200,6 +200,7 @@ class OnnxRuntimeRuntime(Runtime):
 
     def __init__(self, module: LivenessScorer, cache_dir: Path, max_batch: int = _export.MAX_BATCH,
                  threads: int | None = None):
+        _export.disable_onnxruntime_telemetry()  # before the import: it writes under ~/.cache
         import onnxruntime as ort
         super().__init__(module.image_size, max_batch, "cpu")
         versions = {"onnxruntime": ort.__version__, "torch": torch.__version__}
