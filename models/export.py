@@ -17,14 +17,16 @@ under the real name. ``models/`` stays free of Qt, mediapipe and OpenCV.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -161,6 +163,52 @@ def disable_openvino_telemetry() -> None:
 
 
 
+
+class _SignalStack(ctypes.Structure):  # stack_t (Linux)
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+_SS_ONSTACK, _SS_DISABLE = 1, 2
+_libc: "ctypes.CDLL | None" = None
+
+
+@contextmanager
+def keep_signal_stack() -> Iterator[None]:
+    """Give the calling thread its own alternate signal stack back after an OpenVINO CPU call.
+
+    On CPUs with AMX, OpenVINO 2026.4's CPU plugin installs an alternate signal stack of its own (20 KB,
+    mmap'ed) on the thread that compiles or runs a model, replacing the one that thread had (Python's
+    faulthandler gives the main thread one), and unmaps it when the compiled model is released, restoring
+    the old one only when that happens on the same thread. Released from any other thread (the garbage
+    collector on a reader thread, a worker that outlives the model), the buffer is unmapped while the first
+    thread's ``sigaltstack`` still points at it. The next signal with an ``SA_ONSTACK`` handler on that thread
+    (every Python-level handler has one: torch's SIGCHLD handler after the first DataLoader with workers, a
+    SIGTERM/SIGINT handler, faulthandler itself) is then written into unmapped memory, and the kernel kills
+    the process with SIGSEGV, with no traceback, or into whatever was mapped there since, which corrupts it
+    (docs/stability.md). Restoring the thread's own stack after each call leaves nothing pointing at
+    OpenVINO's buffer; its signal frames fit in Python's 58 KB stack as well.
+    """
+    global _libc
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    saved = _SignalStack()
+    if _libc.sigaltstack(None, ctypes.byref(saved)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        now = _SignalStack()
+        _libc.sigaltstack(None, ctypes.byref(now))
+        if (now.ss_sp, now.ss_size, now.ss_flags & _SS_DISABLE) != (saved.ss_sp, saved.ss_size,
+                                                                     saved.ss_flags & _SS_DISABLE):
+            restore = _SignalStack(saved.ss_sp, saved.ss_flags & ~_SS_ONSTACK, saved.ss_size)
+            if _libc.sigaltstack(ctypes.byref(restore), None) != 0:
+                log.warning("could not restore this thread's alternate signal stack (errno %d)", ctypes.get_errno())
+
 def disable_onnxruntime_telemetry() -> None:
     """Switch off ONNX Runtime's usage telemetry for this process; call it before ``import onnxruntime``.
 
@@ -277,9 +325,14 @@ def load_exported(fmt: str, path: "str | Path") -> Callable[[np.ndarray], np.nda
     if fmt == "openvino":
         disable_openvino_telemetry()
         import openvino as ov
-        compiled = ov.Core().compile_model(str(path.with_suffix(".xml")), "CPU",
-                                           {"INFERENCE_PRECISION_HINT": "f32"})
-        return lambda x: compiled(x)[0]
+        with keep_signal_stack():
+            compiled = ov.Core().compile_model(str(path.with_suffix(".xml")), "CPU",
+                                               {"INFERENCE_PRECISION_HINT": "f32"})
+
+        def run_ov(x: np.ndarray) -> np.ndarray:
+            with keep_signal_stack():
+                return compiled(x)[0]
+        return run_ov
     if fmt == "tensorrt":
         trt = import_torch_tensorrt()
         mod = trt.load(str(path)).module()

@@ -179,17 +179,23 @@ class OpenVINORuntime(Runtime):
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         core = ov.Core()
+        # every OpenVINO call gives the thread its own signal stack back (see export.keep_signal_stack: the
+        # CPU plugin's would be unmapped under this thread when the model is released on another one)
         try:
-            compiled = core.compile_model(str(folder / "model.xml"), "CPU", config)
+            with _export.keep_signal_stack():
+                compiled = core.compile_model(str(folder / "model.xml"), "CPU", config)
         except RuntimeError as e:  # a damaged cache entry: rebuild it once
             log.warning("cached OpenVINO model %s unusable (%s); rebuilding", folder, e)
             shutil.rmtree(folder, ignore_errors=True)
             folder, self.built = _cached_dir(folder, build)
-            compiled = core.compile_model(str(folder / "model.xml"), "CPU", config)
-        self._request = compiled.create_infer_request()
+            with _export.keep_signal_stack():
+                compiled = core.compile_model(str(folder / "model.xml"), "CPU", config)
+        with _export.keep_signal_stack():
+            self._request = compiled.create_infer_request()
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        self._request.infer({0: x})
+        with _export.keep_signal_stack():
+            self._request.infer({0: x})
         return self._request.get_output_tensor(0).data.copy()
 
 

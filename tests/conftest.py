@@ -33,7 +33,8 @@ _home = RUN_DIR / "home"
 os.environ.update({
     "LIVENESS_CACHE_DIR": str(RUN_DIR / "cache"), "LIVENESS_LOG_DIR": str(RUN_DIR / "logs"), "HOME": str(_home),
     "XDG_CACHE_HOME": str(_home / ".cache"), "XDG_CONFIG_HOME": str(_home / ".config"),
-    "XDG_DATA_HOME": str(_home / ".local" / "share"), "XDG_STATE_HOME": str(_home / ".local" / "state")})
+    "XDG_DATA_HOME": str(_home / ".local" / "share"), "XDG_STATE_HOME": str(_home / ".local" / "state"),
+    "TORCHINDUCTOR_CACHE_DIR": str(RUN_DIR / "torchinductor")})  # torch.export makes $TMPDIR/torchinductor_$USER
 for _name in ("cache", "logs", "home"):
     (RUN_DIR / _name).mkdir()
 ROOT = Path(__file__).resolve().parent.parent
