@@ -263,9 +263,10 @@ def machine_info() -> dict:
                                info["cpu"])
     except OSError:
         pass
-    from models.export import disable_openvino_telemetry
+    from models.export import disable_onnxruntime_telemetry, disable_openvino_telemetry
 
     disable_openvino_telemetry()  # importing openvino for its version would write ~/intel otherwise
+    disable_onnxruntime_telemetry()  # ... and onnxruntime ~/.cache/Microsoft and $TMPDIR/.ses
     for mod in ("openvino", "onnxruntime", "cv2", "mediapipe"):
         try:
             info[mod] = __import__(mod).__version__

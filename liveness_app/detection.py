@@ -5,10 +5,21 @@
 VIDEO mode requires strictly increasing millisecond timestamps; the wrapper derives them from the frame time
 and bumps any that would not increase (a looped or restarted source), so callers pass seconds and never think
 about it. The detector holds native resources: close it (or use ``with``).
+
+Lifetime (why ``_OPEN`` exists): mediapipe's ctypes binding runs every C call of a detector, ``close`` included,
+on that detector's own ``ThreadPoolExecutor`` thread, and its ``__del__`` closes through that executor. When a
+never-closed detector ends up in a reference cycle, the cyclic GC clears the executor's weak reference (its
+worker thread then exits) before it runs ``__del__``, so the close is queued to a thread that is gone and the
+thread that happened to collect garbage (a worker QThread, a reader thread, the main thread) waits forever,
+inside the collector, with every other thread's garbage collection stopped behind it. Every mediapipe
+detector made here is therefore held in ``_OPEN`` until it is closed: it never becomes cyclic garbage, and a
+wrapper that is dropped without ``close()`` is closed by its own ``__del__`` through a live executor (with a
+warning: it is a bug in the caller).
 """
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +35,8 @@ log = logging.getLogger(__name__)
 # (not always the first): the first frames of a detector run with that native line filtered out of stderr
 _FILTER_FRAMES = 30
 _alignment_warned = False
+_OPEN: dict[int, Any] = {}  # id(wrapper) -> its open mediapipe detector (see the module docstring)
+_OPEN_LOCK = threading.Lock()
 
 
 def _lazy_pyplot() -> None:
@@ -80,8 +93,13 @@ class FaceDetector:
             base_options=BaseOptions(model_asset_path=str(path)),
             running_mode=vision.RunningMode.IMAGE if still_images else vision.RunningMode.VIDEO,
             min_detection_confidence=float(min_confidence))
+        self._detector: Any = None
+        self._lock = threading.Lock()  # detect and close from different threads never interleave
         with native_stderr_filtered():  # LiteRT / XNNPACK print INFO lines to fd 2 when the graph is built
-            self._detector: Any = vision.FaceDetector.create_from_options(options)
+            detector = vision.FaceDetector.create_from_options(options)
+        with _OPEN_LOCK:
+            _OPEN[id(self)] = detector
+        self._detector = detector
         self.still_images = still_images  # IMAGE mode: every call independent, ``t`` is ignored
         self.model_path = path
         self.min_confidence = float(min_confidence)
@@ -105,15 +123,19 @@ class FaceDetector:
         rgb = np.ascontiguousarray(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
         image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb)
         global _alignment_warned
-        run = (lambda: self._detector.detect(image)) if self.still_images else \
-            (lambda: self._detector.detect_for_video(image, self.timestamp_ms(t)))
-        if not _alignment_warned and self._filtered_frames < _FILTER_FRAMES:
-            with native_stderr_filtered() as dropped:
+        with self._lock:
+            detector = self._detector
+            if detector is None:  # closed by another thread meanwhile
+                raise RuntimeError("FaceDetector is closed")
+            run = (lambda: detector.detect(image)) if self.still_images else \
+                (lambda: detector.detect_for_video(image, self.timestamp_ms(t)))
+            if not _alignment_warned and self._filtered_frames < _FILTER_FRAMES:
+                with native_stderr_filtered() as dropped:
+                    result = run()
+                self._filtered_frames += 1
+                _alignment_warned = any("not aligned" in line for line in dropped)
+            else:
                 result = run()
-            self._filtered_frames += 1
-            _alignment_warned = any("not aligned" in line for line in dropped)
-        else:
-            result = run()
         boxes = []
         for d in result.detections:
             bb = d.bounding_box
@@ -126,11 +148,25 @@ class FaceDetector:
         return boxes
 
     def close(self) -> None:
-        """Release the native detector (idempotent)."""
-        if self._detector is not None:
-            with native_stderr_filtered():  # "DestroyAccelerator" INFO line
-                self._detector.close()
-            self._detector = None
+        """Release the native detector (idempotent, any thread)."""
+        with self._lock:
+            detector, self._detector = self._detector, None
+            if detector is None:
+                return
+            try:
+                with native_stderr_filtered():  # "DestroyAccelerator" INFO line
+                    detector.close()
+            finally:
+                with _OPEN_LOCK:
+                    _OPEN.pop(id(self), None)
+
+    def __del__(self) -> None:
+        if getattr(self, "_detector", None) is not None:  # a caller forgot close(): still release it, safely
+            try:
+                log.warning("a FaceDetector was garbage-collected without close(); closing it now")
+                self.close()
+            except Exception:  # interpreter shutdown: modules half torn down, mediapipe no longer calls C
+                pass
 
     def __enter__(self) -> "FaceDetector":
         return self

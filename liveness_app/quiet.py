@@ -8,7 +8,8 @@
   traceback); the dropped lines go to our log at DEBUG.
 - ``prepare_process()``: run once at the start of the command line: matplotlib, which mediapipe imports,
   keeps its font cache in our cache folder instead of ``~/.config/matplotlib`` / ``~/.cache/matplotlib``
-  (unless MPLCONFIGDIR is set), and OpenVINO's usage telemetry is switched off (models/export.py).
+  (unless MPLCONFIGDIR is set), and OpenVINO's and ONNX Runtime's usage telemetry is switched off
+  (models/export.py).
 """
 from __future__ import annotations
 
@@ -76,6 +77,7 @@ def prepare_process() -> None:
 
         os.environ["MPLCONFIGDIR"] = str(cache_root() / "matplotlib")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # "generated new fontManager" on a fresh cache
-    from models.export import disable_openvino_telemetry
+    from models.export import disable_onnxruntime_telemetry, disable_openvino_telemetry
 
     disable_openvino_telemetry()  # before anything imports openvino (see models/export.py)
+    disable_onnxruntime_telemetry()  # ... and ONNX Runtime's, before it is imported

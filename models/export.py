@@ -23,14 +23,16 @@ under the real name. ``models/`` stays free of Qt, mediapipe and OpenCV.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -181,6 +183,64 @@ def disable_openvino_telemetry() -> None:
                 module.telemetry = stub.Telemetry()
 
 
+
+
+class _SignalStack(ctypes.Structure):  # stack_t (Linux)
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+_SS_ONSTACK, _SS_DISABLE = 1, 2
+_libc: "ctypes.CDLL | None" = None
+
+
+@contextmanager
+def keep_signal_stack() -> Iterator[None]:
+    """Give the calling thread its own alternate signal stack back after an OpenVINO CPU call.
+
+    On CPUs with AMX, OpenVINO 2026.4's CPU plugin installs an alternate signal stack of its own (20 KB,
+    mmap'ed) on the thread that compiles or runs a model, replacing the one that thread had (Python's
+    faulthandler gives the main thread one), and unmaps it when the compiled model is released, restoring
+    the old one only when that happens on the same thread. Released from any other thread (the garbage
+    collector on a reader thread, a worker that outlives the model), the buffer is unmapped while the first
+    thread's ``sigaltstack`` still points at it. The next signal with an ``SA_ONSTACK`` handler on that thread
+    (every Python-level handler has one: torch's SIGCHLD handler after the first DataLoader with workers, a
+    SIGTERM/SIGINT handler, faulthandler itself) is then written into unmapped memory, and the kernel kills
+    the process with SIGSEGV, with no traceback, or into whatever was mapped there since, which corrupts it
+    (docs/stability.md). Restoring the thread's own stack after each call leaves nothing pointing at
+    OpenVINO's buffer; its signal frames fit in Python's 58 KB stack as well.
+    """
+    global _libc
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    saved = _SignalStack()
+    if _libc.sigaltstack(None, ctypes.byref(saved)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        now = _SignalStack()
+        _libc.sigaltstack(None, ctypes.byref(now))
+        if (now.ss_sp, now.ss_size, now.ss_flags & _SS_DISABLE) != (saved.ss_sp, saved.ss_size,
+                                                                     saved.ss_flags & _SS_DISABLE):
+            restore = _SignalStack(saved.ss_sp, saved.ss_flags & ~_SS_ONSTACK, saved.ss_size)
+            if _libc.sigaltstack(ctypes.byref(restore), None) != 0:
+                log.warning("could not restore this thread's alternate signal stack (errno %d)", ctypes.get_errno())
+
+def disable_onnxruntime_telemetry() -> None:
+    """Switch off ONNX Runtime's usage telemetry for this process; call it before ``import onnxruntime``.
+
+    Since 1.29 the Linux wheels' 1DS telemetry writes a device id and an event database under
+    ``~/.cache/Microsoft/DeveloperTools/.onnxruntime`` when an environment is created, and uploads a
+    ``ProcessInfo`` event. ``ORT_DISABLE_TELEMETRY=1``, read once when onnxruntime is imported, stops all of
+    it; a value the user set is left alone.
+    """
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
 def export_openvino(module: LivenessScorer, out: "str | Path", max_batch: int = MAX_BATCH) -> Path:
     """Write OpenVINO IR ``out`` (.xml) and its weights (.bin beside it), batch 1..max_batch, fp32 weights.
 
@@ -229,9 +289,11 @@ def quantize_openvino_int8(fp32_xml: "str | Path", out: "str | Path", calibratio
     logging.getLogger("nncf").setLevel(logging.WARNING)  # one INFO line per skipped node otherwise
     model = ov.Core().read_model(str(fp32_xml))
     data = nncf.Dataset([calibration[i:i + 1] for i in range(calibration.shape[0])])
-    quantized = nncf.quantize(model, data, subset_size=min(subset_size, calibration.shape[0]),
-                              model_type=nncf.ModelType.TRANSFORMER,
-                              ignored_scope=nncf.IgnoredScope(patterns=list(INT8_IGNORED_PATTERNS), validate=False))
+    with keep_signal_stack():  # NNCF runs the model on this thread to calibrate
+        quantized = nncf.quantize(model, data, subset_size=min(subset_size, calibration.shape[0]),
+                                  model_type=nncf.ModelType.TRANSFORMER,
+                                  ignored_scope=nncf.IgnoredScope(patterns=list(INT8_IGNORED_PATTERNS),
+                                                                  validate=False))
     out = Path(out).with_suffix(".xml")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", dir=out.parent))
@@ -314,15 +376,21 @@ def load_exported(fmt: str, path: "str | Path") -> Callable[[np.ndarray], np.nda
                 return p_attack(mod(torch.from_numpy(x))).numpy()
         return run
     if fmt == "onnx":
+        disable_onnxruntime_telemetry()
         import onnxruntime as ort
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return lambda x: sess.run(None, {"images": x})[0]
     if fmt in ("openvino", "openvino-int8"):
         disable_openvino_telemetry()
         import openvino as ov
-        compiled = ov.Core().compile_model(str(path.with_suffix(".xml")), "CPU",
-                                           {"INFERENCE_PRECISION_HINT": "f32"})
-        return lambda x: compiled(x)[0]
+        with keep_signal_stack():
+            compiled = ov.Core().compile_model(str(path.with_suffix(".xml")), "CPU",
+                                               {"INFERENCE_PRECISION_HINT": "f32"})
+
+        def run_ov(x: np.ndarray) -> np.ndarray:
+            with keep_signal_stack():
+                return compiled(x)[0]
+        return run_ov
     if fmt == "tensorrt":
         trt = import_torch_tensorrt()
         mod = trt.load(str(path)).module()

@@ -432,15 +432,20 @@ class OpenVINORuntime(Runtime):
                   "CACHE_DIR": str(folder / f"compiled-{precision}")}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
+        # every OpenVINO call gives the thread its own signal stack back (see export.keep_signal_stack: the
+        # CPU plugin's would be unmapped under this thread when the model is released on another one)
         try:
-            compiled = core.compile_model(str(folder / "model.xml"), "CPU", config)
+            with _export.keep_signal_stack():
+                compiled = core.compile_model(str(folder / "model.xml"), "CPU", config)
         except RuntimeError as e:  # a damaged cache entry: rebuild it once
             log.warning("cached OpenVINO model %s unusable (%s); rebuilding", folder, e)
             shutil.rmtree(folder, ignore_errors=True)
             folder, self.built = _cached_dir(folder, build)
-            compiled = core.compile_model(str(folder / "model.xml"), "CPU", config)
+            with _export.keep_signal_stack():
+                compiled = core.compile_model(str(folder / "model.xml"), "CPU", config)
         self._n_out = len(compiled.outputs)
-        self._request = compiled.create_infer_request()
+        with _export.keep_signal_stack():
+            self._request = compiled.create_infer_request()
 
     @staticmethod
     def entry(module: LivenessScorer, cache_dir: Path, max_batch: int, precision: str,
@@ -460,7 +465,8 @@ class OpenVINORuntime(Runtime):
         return Path(cache_dir) / "openvino" / cache_key(module, kind, versions, max_batch, extra), versions
 
     def _run(self, x: np.ndarray):
-        self._request.infer({0: x})
+        with _export.keep_signal_stack():
+            self._request.infer({0: x})
         return [self._request.get_output_tensor(i).data.copy() for i in range(self._n_out)]
 
 
@@ -479,6 +485,7 @@ class OnnxRuntimeRuntime(Runtime):
 
     def __init__(self, module: LivenessScorer, cache_dir: Path, max_batch: int = _export.MAX_BATCH,
                  threads: int | None = None):
+        _export.disable_onnxruntime_telemetry()  # before the import: it writes under ~/.cache
         import onnxruntime as ort
         super().__init__(module.image_size, max_batch, "cpu", getattr(module, "routing", False))
         versions = {"onnxruntime": ort.__version__, "torch": torch.__version__}

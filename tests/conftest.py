@@ -4,15 +4,40 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-# backends cache exported models (models/runtime.py): never touch the user's cache folder from tests
 import atexit, shutil, tempfile  # noqa: E401,E402
-os.environ["LIVENESS_CACHE_DIR"] = tempfile.mkdtemp(prefix="liveness-test-cache-")
-# no detached int8 builds behind the tests' back (tests/test_runtime.py starts one on purpose)
-os.environ.setdefault("LIVENESS_BACKGROUND_BUILDS", "0")
-atexit.register(shutil.rmtree, os.environ["LIVENESS_CACHE_DIR"], True)
-# ... nor its log folder (liveness_app/logs.py)
-os.environ["LIVENESS_LOG_DIR"] = tempfile.mkdtemp(prefix="liveness-test-logs-")
-atexit.register(shutil.rmtree, os.environ["LIVENESS_LOG_DIR"], True)
+
+# Everything a run writes outside pytest's own temp folders goes under one folder of the system temp dir,
+# removed when the run ends: the backends' export cache (models/runtime.py), the log folder
+# (liveness_app/logs.py) and a home folder. HOME and the XDG folders point there, for this process and every
+# process a test starts, so that no library (matplotlib's font cache, OpenVINO's or ONNX Runtime's telemetry
+# ids, Qt, pip) writes into the user's home. A run that was killed cannot remove its folder: the next run
+# removes the folders of runs whose process is gone.
+_RUN_PREFIX = "liveness-tests-"
+
+
+def _sweep_dead_runs() -> None:
+    for folder in Path(tempfile.gettempdir()).glob(_RUN_PREFIX + "*"):
+        try:
+            os.kill(int((folder / "pid").read_text()), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (OSError, ValueError):  # not ours to judge (no pid yet, another user's): leave it
+            pass
+
+
+_sweep_dead_runs()
+RUN_DIR = Path(tempfile.mkdtemp(prefix=_RUN_PREFIX))
+(RUN_DIR / "pid").write_text(str(os.getpid()))
+atexit.register(shutil.rmtree, RUN_DIR, True)
+_home = RUN_DIR / "home"
+os.environ.update({
+    "LIVENESS_CACHE_DIR": str(RUN_DIR / "cache"), "LIVENESS_LOG_DIR": str(RUN_DIR / "logs"), "HOME": str(_home),
+    "XDG_CACHE_HOME": str(_home / ".cache"), "XDG_CONFIG_HOME": str(_home / ".config"),
+    "XDG_DATA_HOME": str(_home / ".local" / "share"), "XDG_STATE_HOME": str(_home / ".local" / "state"),
+    "TORCHINDUCTOR_CACHE_DIR": str(RUN_DIR / "torchinductor")})  # torch.export makes $TMPDIR/torchinductor_$USER
+os.environ.setdefault("LIVENESS_BACKGROUND_BUILDS", "0")  # no detached int8 builds (test_runtime starts one)
+for _name in ("cache", "logs", "home"):
+    (RUN_DIR / _name).mkdir()
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 MANIFEST = SHARED / "data" / "faces" / "manifest.csv"
@@ -73,9 +98,3 @@ def _collect_qt_garbage_on_the_main_thread():
         gc.collect()
         if app is not None:
             app.processEvents()
-
-
-def pytest_collection_modifyitems(config, items):
-    """Run the real-process GUI tests first: late in a full run, with the threads and native libraries earlier
-    tests leave behind (OpenVINO, mediapipe, Qt), the pytest process itself crashed while they ran (CI)."""
-    items.sort(key=lambda item: 0 if item.path.name == "test_ui_process.py" else 1)

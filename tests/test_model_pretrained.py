@@ -7,6 +7,7 @@ with ``load_pretrained_clip``, gives the same image and text features as transfo
 """
 from __future__ import annotations
 
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -306,6 +307,13 @@ def test_missing_and_empty_paths(tmp_path):
 # --- the issue's "done when": ViT-B/16 geometry into the paper's La-SoftMoE config ---------------------------
 @pytest.mark.slow
 def test_vit_b16_transformers_folder_into_paper_config(tmp_path):
+    # the save_pretrained folder is ~570 MB: gone when the test ends, even when it fails (pytest keeps a failed
+    # test's tmp_path)
+    with tempfile.TemporaryDirectory(dir=tmp_path) as folder:
+        _vit_b16_transformers_folder_into_paper_config(Path(folder))
+
+
+def _vit_b16_transformers_folder_into_paper_config(tmp_path: Path) -> None:
     paper = get_config("ViT-B-16")
     assert paper.moe.layers == tuple(range(12)) and paper.moe.weighting in ("la-a", "la-b")
     torch.manual_seed(0)

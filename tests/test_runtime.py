@@ -355,3 +355,44 @@ def test_a_first_start_builds_int8_in_a_detached_process_and_does_not_wait_for_i
     monkeypatch.setenv(rt.BACKGROUND_ENV, "0")
     rt.create_runtime(ckpt, "cpu", cache_dir=tmp_path / "other", agreement_crops=crops, defer_builds=True)
     assert not list((tmp_path / "other").glob("int8-job-*"))  # switched off: no job, no process
+
+
+_RELEASED_ELSEWHERE = """
+import gc, os, signal, sys, threading
+import models
+from models import export as ex, runtime as rt
+
+ck = models.load_checkpoint(sys.argv[1])
+r = rt.create_runtime(ck, "openvino", cache_dir=sys.argv[2], check=False)
+r(ex.example_input(ck.preprocessing.size, 1))  # compiled and run on the main thread
+box = [r]
+del r
+releaser = threading.Thread(target=box.clear)  # the last reference goes on another thread (as the GC may do)
+releaser.start()
+releaser.join()
+gc.collect()
+hits = []
+signal.signal(signal.SIGUSR1, lambda *a: hits.append(1))  # CPython's handlers run on the alternate stack
+for _ in range(3):
+    os.kill(os.getpid(), signal.SIGUSR1)
+junk = [bytes(100) for _ in range(100_000)]
+print("signals handled:", len(hits))
+"""
+
+
+def test_an_openvino_model_released_on_another_thread_leaves_signals_deliverable(tiny_checkpoint, tmp_path):
+    """OpenVINO's CPU plugin puts its own alternate signal stack on the thread that runs a model and unmaps it
+    when the model is released; released on another thread, the first thread was left pointing at unmapped
+    memory, and its next signal killed the process with SIGSEGV and no traceback (the suite's crash,
+    docs/stability.md). Before the fix this process died of SIGSEGV (-11) with an empty stderr."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if "openvino" not in available_cpu_engines():
+        pytest.skip("OpenVINO is not installed")
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _RELEASED_ELSEWHERE, str(tiny_checkpoint),
+                           str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0 and "signals handled: 3" in proc.stdout, (proc.returncode, proc.stderr[-3000:])

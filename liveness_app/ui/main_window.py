@@ -62,15 +62,20 @@ def merge_remembered(config: AppConfig, remembered: dict[str, Any]) -> AppConfig
 
 
 class _SnapshotJob(QRunnable):
-    """Writes a snapshot (overlay PNG, raw frame PNG, result JSON) off the GUI thread."""
+    """Writes a snapshot (overlay PNG, raw frame PNG, result JSON) off the GUI thread.
+
+    ``signals`` must be a child of a GUI-thread object (see ``MainWindow.snapshot``): the pool deletes the job,
+    and so drops its Python references, on the pool thread, and a QObject of the job's own would be destroyed
+    there, off its thread and before its queued ``done`` had been delivered.
+    """
 
     class Signals(QObject):
         done = Signal(str, str)  # level, message
 
-    def __init__(self, base: Path, overlay: QImage, frame: Any, record: dict | None):
+    def __init__(self, base: Path, overlay: QImage, frame: Any, record: dict | None, signals: QObject):
         super().__init__()
         self.base, self.overlay, self.frame, self.record = base, overlay, frame, record
-        self.signals = _SnapshotJob.Signals()
+        self.signals = signals
 
     def run(self) -> None:
         try:
@@ -675,8 +680,10 @@ class MainWindow(QMainWindow):
         overlay = self.video_view.grab().toImage()
         frame = self.video_view.frame
         record = self.last_result.to_record() if self.last_result is not None else None
-        job = _SnapshotJob(base, overlay, None if frame is None else frame.copy(), record)
-        job.signals.done.connect(self._on_snapshot_done)  # a slot of the window: queued to the GUI thread
+        signals = _SnapshotJob.Signals(self)  # owned by the window: lives and is deleted on the GUI thread
+        signals.done.connect(self._on_snapshot_done)  # a slot of the window: queued to the GUI thread
+        signals.done.connect(signals.deleteLater)  # queued too, after the message
+        job = _SnapshotJob(base, overlay, None if frame is None else frame.copy(), record, signals)
         self._pool.start(job)
         return base
 
