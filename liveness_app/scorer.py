@@ -1,9 +1,9 @@
 """Batched face scoring: uint8 RGB crops -> P(attack), behind one interface whatever the backend.
 
 ``create_scorer(model, backend)`` loads the weights and builds a ``models.runtime`` backend (tensorrt | cuda |
-cpu | auto, see models/runtime.py); ``Scorer.score`` turns crops into the normalised batch with OpenCV and
-numpy (no per-crop torch calls) and runs it in one call. ``expert_weights`` runs the fp32 torch model, which
-is the only one that exposes the MoE routing. A Scorer may be shared between threads.
+cpu | auto, see models/runtime.py); ``Scorer.score`` turns crops into the normalised batch with
+``models.preprocess`` (the one preprocessing that training and evaluation use too) and runs it in one call.
+``expert_weights`` runs the fp32 torch model, which is the only one that exposes the MoE routing. A Scorer may be shared between threads.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 
@@ -24,41 +23,6 @@ from .assets import ASSETS_DIR, verify_file
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = ASSETS_DIR / "liveness_default.safetensors"
-
-
-class CropPreprocessor:
-    """uint8 RGB crops (H W 3) -> float32 b 3 S S, (x / 255 - mean) / std, as one vectorised numpy pass.
-
-    Crops already at S x S (the cropper's contract) are only stacked; others are resized with OpenCV
-    (area averaging when shrinking, bilinear when enlarging).
-    """
-
-    def __init__(self, preprocessing: models.Preprocessing):
-        self.size = int(preprocessing.size)
-        std = np.asarray(preprocessing.std, dtype=np.float32)
-        mean = np.asarray(preprocessing.mean, dtype=np.float32)
-        self._scale = (1.0 / (255.0 * std)).astype(np.float32)  # 3: x * scale + offset == (x/255 - mean)/std
-        self._offset = (-mean / std).astype(np.float32)
-
-    def __call__(self, crops: "Sequence[np.ndarray] | np.ndarray") -> np.ndarray:
-        s = self.size
-        if isinstance(crops, np.ndarray) and crops.ndim == 3:
-            crops = crops[None]
-        if len(crops) == 0:
-            return np.zeros((0, 3, s, s), dtype=np.float32)
-        batch = np.empty((len(crops), s, s, 3), dtype=np.uint8)  # b S S 3
-        for i, c in enumerate(crops):
-            c = np.asarray(c)
-            if c.ndim != 3 or c.shape[2] != 3 or c.dtype != np.uint8 or c.shape[0] < 1 or c.shape[1] < 1:
-                raise ValueError(f"crop {i}: expected a uint8 RGB image H x W x 3, got {c.dtype} {c.shape}")
-            if c.shape[:2] != (s, s):
-                shrink = c.shape[0] > s or c.shape[1] > s
-                c = cv2.resize(c, (s, s), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-            batch[i] = c
-        x = batch.astype(np.float32)
-        x *= self._scale
-        x += self._offset
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # b S S 3 -> b 3 S S
 
 
 class Scorer:
@@ -73,7 +37,6 @@ class Scorer:
         self.runtime = runtime if runtime is not None else TorchRuntime(checkpoint.model.scorer().eval())
         if self.runtime.input_size != self.input_size:
             raise ValueError(f"runtime input {self.runtime.input_size} px != checkpoint's {self.input_size} px")
-        self._prep = CropPreprocessor(checkpoint.preprocessing)
         self._torch_lock = threading.Lock()
 
     @property
@@ -88,17 +51,17 @@ class Scorer:
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """uint8 RGB crops -> the normalised float32 batch b 3 S S the runtime takes."""
-        return self._prep(crops)
+        return models.preprocess(crops, self.preprocessing)
 
     def score(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """P(attack) per crop, float32, in one runtime call (split into batches of at most 16 inside)."""
         if len(crops) == 0:
             return np.zeros(0, dtype=np.float32)
-        return self.runtime(self._prep(crops))
+        return self.runtime(self.preprocess(crops))
 
     def expert_weights(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """MoE routing share per expert: crops x moe_layers x experts (empty for a dense model)."""
-        x = torch.from_numpy(self._prep(crops))
+        x = torch.from_numpy(self.preprocess(crops))
         with self._torch_lock, torch.inference_mode():
             return self.checkpoint.model.expert_weights(x).float().numpy()
 

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from .clip import LaSoftMoECLIP, create_model
 from .config import ModelConfig
+from .preprocess import Preprocessing
 
 FORMAT = "lasoftmoe-clip/1"
 _META_KEYS = {"format", "config", "preprocessing", "prompts", "threshold", "data_card", "extra", "weights_sha256"}
@@ -30,19 +31,6 @@ log = logging.getLogger(__name__)
 
 class CheckpointError(ValueError):
     """A checkpoint file that is missing, truncated, altered or of another architecture."""
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How a face crop becomes a model input: resize to ``size``, RGB in [0, 1], (x - mean) / std."""
-
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @classmethod
-    def from_config(cls, cfg: ModelConfig) -> "Preprocessing":
-        return cls(cfg.vision.image_size, tuple(cfg.mean), tuple(cfg.std))
 
 
 @dataclass

@@ -10,8 +10,9 @@ checkpoint's stored threshold (chosen at the validation EER when it was trained)
 pooled, per source and per attack type: a printed table, a JSON report, optionally PNG plots (ROC, DET, score
 histograms) and a CSV of per-row scores (path,score,label,attack_type,source,group).
 
-Crops are read with OpenCV (BGR -> RGB) in a thread pool, resized with ``EvalTransform`` (as the trainer's
-validation and the app's cropper do) and normalised with the mean / std stored in the checkpoint.
+Crops are read with OpenCV (BGR -> RGB) in a thread pool and turned into the model's input by
+``models.preprocess`` with the checkpoint's stored size, mean and std: the one preprocessing the app and the
+trainer use too.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from . import metrics as M
-from .augment import EvalTransform
+from .preprocess import preprocess, resize_crop
 
 log = logging.getLogger("models.evaluate")
 
@@ -89,22 +90,23 @@ def make_scorer(checkpoint, backend: str, threads: int = 0) -> tuple[Callable[[n
     return rt, rt.name, rt.notice
 
 
-def _read(path: Path, transform: EvalTransform) -> np.ndarray | None:
-    import cv2  # OpenCV core only: imread / cvtColor / resize (no GUI)
+def _read(path: Path, size: int) -> np.ndarray | None:
+    """The RGB image at ``path`` resized to ``size`` (``resize_crop``, in the decoding thread), None when it
+    cannot be read."""
+    import cv2  # OpenCV core only: imread / cvtColor (no GUI)
 
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         return None
-    return transform(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    return resize_crop(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), size)
 
 
 def iter_batches(paths: Sequence[Path], size: int, batch_size: int, workers: int) -> Iterator[tuple[int, list]]:
     """Yield (start index, list of size x size x 3 uint8 crops or None for unreadable files) per batch, decoding
     the next batch in the thread pool while the caller scores this one (at most two batches in memory)."""
-    transform = EvalTransform(size)
     with ThreadPoolExecutor(workers) as ex:
         def submit(i: int):
-            return [ex.submit(_read, p, transform) for p in paths[i:i + batch_size]]
+            return [ex.submit(_read, p, size) for p in paths[i:i + batch_size]]
         pending = submit(0) if paths else []
         for start in range(0, len(paths), batch_size):
             current = pending
@@ -122,9 +124,6 @@ def score_samples(samples: Sequence, score_fn: Callable[[np.ndarray], np.ndarray
     out of the indices).
     """
     size = preprocessing.size
-    # (x / 255 - mean) / std == (x - 255 mean) / (255 std): one fused float pass per batch
-    mean = np.asarray(preprocessing.mean, np.float32).reshape(1, 3, 1, 1) * 255.0
-    std = np.asarray(preprocessing.std, np.float32).reshape(1, 3, 1, 1) * 255.0
     scores: list[np.ndarray] = []
     kept: list[int] = []
     paths = [s.path for s in samples]
@@ -140,8 +139,7 @@ def score_samples(samples: Sequence, score_fn: Callable[[np.ndarray], np.ndarray
             else:
                 idx.append(j)
         if idx:
-            x = np.stack([crops[j] for j in idx]).transpose(0, 3, 1, 2).astype(np.float32)  # b 3 S S
-            x = (x - mean) / std
+            x = preprocess([crops[j] for j in idx], preprocessing)  # b 3 S S
             p = np.asarray(score_fn(x), dtype=np.float32).reshape(-1)
             if p.shape[0] != len(idx):
                 raise RuntimeError(f"backend returned {p.shape[0]} scores for a batch of {len(idx)}")

@@ -147,11 +147,12 @@ def test_scores_equal_direct_model_output(dataset, tmp_path, monkeypatch):
     ck = models.load_checkpoint(dataset["ckpt"])
     crops = [cv2.cvtColor(cv2.imread(str(dataset[32].parent / r["path"])), cv2.COLOR_BGR2RGB) for r in rows]
     with torch.inference_mode():
-        want = ck.model.scorer()(models.preprocess(crops, ck.preprocessing)).numpy()
+        want = ck.model.scorer()(torch.from_numpy(models.preprocess(crops, ck.preprocessing))).numpy()
     np.testing.assert_allclose(scores, want, atol=1e-5)
     # a channel swap would change them: the check above can fail
     with torch.inference_mode():
-        swapped = ck.model.scorer()(models.preprocess([c[:, :, ::-1].copy() for c in crops], ck.preprocessing)).numpy()
+        swapped = ck.model.scorer()(torch.from_numpy(models.preprocess([c[:, :, ::-1].copy() for c in crops],
+                                                                         ck.preprocessing))).numpy()
     assert np.abs(swapped - want).max() > 1e-4
 
 

@@ -96,8 +96,8 @@ def test_cli_run_checkpoints_reload_and_resume(tmp_path):
     train = fdata.read_manifest(out / "train_manifest.csv")
     assert val and train and not ({s.group for s in val} & {s.group for s in train})
     # reloaded weights give the predictions the trainer's validation gave
-    x = models.preprocess([cv2.cvtColor(cv2.imread(str(s.path)), cv2.COLOR_BGR2RGB) for s in val[:4]],
-                          last.preprocessing)
+    x = torch.from_numpy(models.preprocess([cv2.cvtColor(cv2.imread(str(s.path)), cv2.COLOR_BGR2RGB)
+                                            for s in val[:4]], last.preprocessing))
     with torch.no_grad():
         p1 = last.model.predict_proba(x)
         p2 = models.load_checkpoint(out / "last.safetensors").model.scorer()(x)
@@ -142,7 +142,7 @@ def test_border_mix_partner_is_same_label_other_source():
         seen.append((int(img[0, 0, 0]), label, None if partner is None else int(partner[0, 0, 0])))
         return img, label
 
-    ds = CropDataset(images, labels, transform, (0, 0, 0), (1, 1, 1), sources=sources)
+    ds = CropDataset(images, labels, transform, models.Preprocessing(16, (0, 0, 0), (1, 1, 1)), sources=sources)
     random.seed(0)
     for i in range(len(ds)):
         for _ in range(5):
