@@ -241,6 +241,43 @@ def self_blend(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.blendLinear(src, image, mask, 1.0 - mask)
 
 
+def blend_swap(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Blended image of two people (Face X-ray, Li et al., CVPR 2020): the face of ``donor`` (a live crop of
+    another person from another capture set) pasted into ``image``.
+
+    Both are contract crops, so the faces sit at the same place and scale; the donor gets a small scale / shift,
+    its face region's colour statistics matched to the target's (per LAB channel), sometimes an edge-preserving
+    smoothing (what generators leave), and is pasted inside a face-shaped mask either by Poisson blending
+    (``cv2.seamlessClone``: no colour seam, only the gradient boundary, as many swap tools do) or by a feathered
+    alpha blend. Unlike ``self_blend`` the identity changes inside the mask, as in a real face swap.
+    """
+    h, w = image.shape[:2]
+    if donor.shape != image.shape:
+        donor = cv2.resize(donor, (w, h), interpolation=cv2.INTER_AREA)
+    sx, sy = rng.uniform(0.92, 1.08, size=2)
+    tx, ty = rng.uniform(-0.04, 0.04, size=2) * (w, h)
+    warp = np.array([[sx, 0, (1 - sx) * w / 2 + tx], [0, sy, (1 - sy) * h / 2 + ty]], np.float32)
+    src = cv2.warpAffine(donor, warp, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    soft = _face_mask(h, w, rng)
+    inside = soft > 0.5
+    if inside.sum() < 16:  # a degenerate mask: nothing to paste
+        return image.copy()
+    lab_s = cv2.cvtColor(src, cv2.COLOR_RGB2LAB).astype(np.float32)
+    lab_t = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    ms, ss = lab_s[inside].mean(0), lab_s[inside].std(0) + 1.0
+    mt, st = lab_t[inside].mean(0), lab_t[inside].std(0) + 1.0
+    lab_s = (lab_s - ms) * (st / ss) + mt
+    src = cv2.cvtColor(np.clip(lab_s, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    if rng.random() < 0.5:
+        src = cv2.bilateralFilter(src, 5, rng.uniform(20, 50), 5)
+    if rng.random() < 0.6:
+        mask8 = inside.astype(np.uint8) * 255
+        ys, xs = np.nonzero(mask8)
+        centre = (int(xs.min() + xs.max() + 1) // 2, int(ys.min() + ys.max() + 1) // 2)
+        return cv2.seamlessClone(src, image, mask8, centre, cv2.NORMAL_CLONE)
+    return cv2.blendLinear(src, image, soft, 1.0 - soft)
+
+
 # --- pipelines --------------------------------------------------------------------------------------------
 class EvalTransform:
     """Evaluation / inference transform: resize the contract crop to ``size`` (nothing else), uint8 RGB, with
@@ -264,12 +301,13 @@ class TrainAugment:
 
     Order: (1) at most one simulated spoof clue, applied to live crops only, which then become attacks
     (label 1): self-blend (p_self_blend, on the input crop, before resampling, as a swap is), moire
-    (p_moire) or colour distortion (p_colour_distortion), as in the challenge winner's simulated physical /
-    digital spoof clues; (2) a square window of ``scale`` x the crop side, its centre shifted by up to ``shift``
+    (p_moire), colour distortion (p_colour_distortion), as in the challenge winner's simulated physical /
+    digital spoof clues, or a blended swap with another person's face (p_swap_blend, ``blend_swap``; needs a
+    ``partner``, else it falls back to self-blend); (2) a square window of ``scale`` x the crop side, its centre shifted by up to ``shift``
     x the side but kept inside the crop (the context the crop contract gives; no invented border), optionally
     rotated by up to ``rotate`` degrees, resized to ``size``; (3) horizontal flip; (4) colour jitter; (5) camera
     response (white balance, gamma; p_camera); (6) blur; (7) sensor noise (p_noise); (8) JPEG recompression.
-    Before all of it, with probability p_border_mix and a ``partner`` crop, the surroundings of the face are
+    Before all of it (unless the partner's face is being swapped in), with probability p_border_mix and a ``partner`` crop, the surroundings of the face are
     replaced by the partner's (``border_mix``). Moire is drawn on the output grid (it is a property of the capturing camera's
     pixels). Deterministic for a ``seed``; inside a torch DataLoader worker the stream is re-seeded from
     (seed, worker id) so workers do not repeat each other, and OpenCV is set to one thread in that worker.
@@ -281,18 +319,19 @@ class TrainAugment:
                  p_blur: float = 0.15, blur_sigma: tuple[float, float] = (0.4, 1.4), p_jpeg: float = 0.3,
                  jpeg_quality: tuple[int, int] = (35, 95), p_moire: float = 0.1, p_colour_distortion: float = 0.1,
                  p_self_blend: float = 0.1, p_camera: float = 0.0, p_noise: float = 0.0, p_border_mix: float = 0.0,
-                 seed: int | None = None, rng: np.random.Generator | None = None):
+                 p_swap_blend: float = 0.0, seed: int | None = None, rng: np.random.Generator | None = None):
         if int(size) < 8:
             raise ValueError(f"size must be a model input size in pixels (>= 8), got {size!r}")
         probs = dict(p_flip=p_flip, p_colour_jitter=p_colour_jitter, p_blur=p_blur, p_jpeg=p_jpeg, p_moire=p_moire,
                      p_colour_distortion=p_colour_distortion, p_self_blend=p_self_blend, p_camera=p_camera,
-                     p_noise=p_noise, p_border_mix=p_border_mix)
+                     p_noise=p_noise, p_border_mix=p_border_mix, p_swap_blend=p_swap_blend)
         for k, v in probs.items():
             if not 0.0 <= float(v) <= 1.0:
                 raise ValueError(f"{k} must be a probability in [0, 1], got {v!r}")
-        if p_moire + p_colour_distortion + p_self_blend > 1.0 + 1e-9:
-            raise ValueError("p_moire + p_colour_distortion + p_self_blend must be <= 1 (at most one spoof clue "
-                             f"per crop), got {p_moire} + {p_colour_distortion} + {p_self_blend}")
+        if p_moire + p_colour_distortion + p_self_blend + p_swap_blend > 1.0 + 1e-9:
+            raise ValueError("p_moire + p_colour_distortion + p_self_blend + p_swap_blend must be <= 1 (at most "
+                             f"one spoof clue per crop), got {p_moire} + {p_colour_distortion} + {p_self_blend} + "
+                             f"{p_swap_blend}")
         if not 0.0 < scale[0] <= scale[1] <= 1.0:
             raise ValueError(f"scale must be (lo, hi) with 0 < lo <= hi <= 1 (a window inside the crop), got {scale}")
         if not 0.0 <= shift < 0.5:
@@ -306,7 +345,7 @@ class TrainAugment:
         self.p_blur, self.blur_sigma = float(p_blur), tuple(blur_sigma)
         self.p_jpeg, self.jpeg_quality = float(p_jpeg), tuple(jpeg_quality)
         self.p_moire, self.p_colour_distortion = float(p_moire), float(p_colour_distortion)
-        self.p_self_blend = float(p_self_blend)
+        self.p_self_blend, self.p_swap_blend = float(p_self_blend), float(p_swap_blend)
         self.p_camera, self.p_noise, self.p_border_mix = float(p_camera), float(p_noise), float(p_border_mix)
         self.seed = seed
         self._rng = rng if rng is not None else np.random.default_rng(seed)
@@ -362,7 +401,11 @@ class TrainAugment:
                 clue = "moire"
             elif u < self.p_self_blend + self.p_moire + self.p_colour_distortion:
                 clue = "colour"
-        if self.p_border_mix > 0 and partner is not None and rng.random() < self.p_border_mix:
+            elif u < self.p_self_blend + self.p_moire + self.p_colour_distortion + self.p_swap_blend:
+                clue = "swap_blend" if partner is not None else "self_blend"
+        if clue == "swap_blend":
+            image, label = blend_swap(image, check_crop(partner), rng), 1
+        elif self.p_border_mix > 0 and partner is not None and rng.random() < self.p_border_mix:
             image = border_mix(image, check_crop(partner), rng)
         if clue == "self_blend":
             image, label = self_blend(image, rng), 1
@@ -392,7 +435,7 @@ class TrainAugment:
         return (f"TrainAugment(size={self.size}, p_flip={self.p_flip}, scale={self.scale}, shift={self.shift}, "
                 f"p_moire={self.p_moire}, p_colour_distortion={self.p_colour_distortion}, "
                 f"p_self_blend={self.p_self_blend}, p_camera={self.p_camera}, p_noise={self.p_noise}, "
-                f"p_border_mix={self.p_border_mix}, seed={self.seed})")
+                f"p_border_mix={self.p_border_mix}, p_swap_blend={self.p_swap_blend}, seed={self.seed})")
 
 
 def augment_batch(images: Sequence[np.ndarray], labels: Sequence[int], aug: TrainAugment) -> tuple[np.ndarray, np.ndarray]:

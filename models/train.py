@@ -75,6 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--p-noise", type=float, default=0.0, help="sensor read / shot noise")
     p.add_argument("--p-border-mix", type=float, default=0.0,
                    help="surroundings of the face taken from a same-label crop of another source")
+    p.add_argument("--p-swap-blend", type=float, default=0.0,
+                   help="blended swap: another person's live face pasted in (Poisson or alpha blend), as attack")
     p.add_argument("--stem-weights", type=Path, default=None,
                    help="MobileNetV2 release weights for a mobilenetv2 stem (default: shared/pretrained copy if "
                    "present; 'none' trains the stem from scratch)")
@@ -387,13 +389,13 @@ def main(argv=None) -> int:
     size = cfg.vision.image_size
     aug = TrainAugment(size, p_moire=args.p_moire, p_colour_distortion=args.p_colour,
                        p_self_blend=args.p_self_blend, p_camera=args.p_camera, p_noise=args.p_noise,
-                       p_border_mix=args.p_border_mix, seed=args.seed + 1000 * rank)
+                       p_border_mix=args.p_border_mix, p_swap_blend=args.p_swap_blend, seed=args.seed + 1000 * rank)
     group_names = sorted({(s.source, s.label) for s in train})
     group_ids = np.array([group_names.index((s.source, s.label)) for s in train])
     dro = GroupDRO(len(group_names), args.group_dro) if args.group_dro > 0 else None
     prep = Preprocessing.from_config(cfg)
     tr_ds = CropDataset(tr_img, np.array([s.label for s in train]), aug, prep,
-                        sources=[s.source for s in train] if args.p_border_mix > 0 else None,
+                        sources=[s.source for s in train] if args.p_border_mix > 0 or args.p_swap_blend > 0 else None,
                         groups=group_ids if dro is not None else None)
     va_ds = CropDataset(va_img, np.array([s.label for s in val]), _EvalWrap(size), prep)
     steps_per_epoch = args.steps_per_epoch or max(1, len(train) // (args.batch_size * world))

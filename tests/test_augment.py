@@ -222,3 +222,35 @@ def test_train_augment_room_ops_are_off_by_default_and_use_the_partner(face):
     assert label == 0 and out[:8, :8].mean() < 0.5 * EvalTransform(128)(face)[:8, :8].mean()
     with pytest.raises(ValueError, match="p_noise"):
         TrainAugment(128, p_noise=1.5)
+
+
+def test_blend_swap_pastes_the_donor_face_inside_and_keeps_the_surroundings():
+    from models.augment import blend_swap
+
+    yy, xx = np.mgrid[0:160, 0:160]
+    target = np.dstack([xx, yy, np.full_like(xx, 90)]).astype(np.uint8)  # smooth ramps
+    donor = np.zeros((160, 160, 3), np.uint8)
+    donor[::8] = 255  # stripes the target has none of
+    for seed in range(6):  # both the Poisson and the alpha path are drawn
+        out = blend_swap(target, donor, np.random.default_rng(seed))
+        assert out.shape == target.shape and out.dtype == np.uint8
+        assert np.array_equal(out[:8, :8], target[:8, :8]) and np.array_equal(out[-8:, -8:], target[-8:, -8:])
+        centre = out[60:100, 60:100].astype(int)
+        # the donor's stripes show through inside the face mask (rows differ from one another much more)
+        assert np.abs(np.diff(centre[..., 1], axis=0)).mean() > 5 * np.abs(np.diff(target[60:100, 60:100, 1]
+                                                                                    .astype(int), axis=0)).mean()
+
+
+def test_train_augment_swap_blend_makes_attacks_and_needs_a_partner():
+    from models.augment import TrainAugment
+
+    img = np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8)
+    aug = TrainAugment(128, p_swap_blend=1.0, p_self_blend=0.0, p_moire=0.0, p_colour_distortion=0.0, seed=0)
+    out, label = aug(img, 0, partner=img[::-1].copy())
+    assert label == 1 and out.shape == (128, 128, 3)
+    out, label = aug(img, 0)  # no partner: falls back to self-blending, still an attack
+    assert label == 1
+    _, label = aug(img, 1, partner=img)
+    assert label == 1
+    with pytest.raises(ValueError, match="p_swap_blend"):
+        TrainAugment(128, p_swap_blend=0.6, p_self_blend=0.5)

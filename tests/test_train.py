@@ -158,3 +158,32 @@ def test_missing_stem_weights_is_a_clear_error(tmp_path, capsys):
                        "--out", str(tmp_path / "run"), "--epochs", "1", "--steps-per-epoch", "1"])
     assert rc == 2
     assert "--stem-weights" in capsys.readouterr().err
+
+
+def test_group_dro_weights_the_worst_group_and_reduces_to_the_mean():
+    losses = torch.tensor([0.1, 0.1, 2.0, 2.0], requires_grad=True)
+    groups = torch.tensor([0, 0, 1, 1])
+    plain = trainer.GroupDRO(2, eta=0.0)(losses, groups)
+    assert torch.isclose(plain, losses.mean())
+    dro = trainer.GroupDRO(2, eta=3.0)
+    weighted = dro(losses, groups)
+    assert weighted > losses.mean() + 0.5  # the hard group dominates
+    weighted.backward()
+    assert losses.grad[2] > 10 * losses.grad[0]
+    # running losses persist across batches (and through a checkpoint of the trainer state)
+    st = dro.state_dict()
+    dro2 = trainer.GroupDRO(2, eta=3.0)
+    dro2.load_state_dict(st)
+    only_easy = dro2(torch.tensor([0.1, 0.1]), torch.tensor([0, 0]))
+    assert torch.isclose(only_easy, torch.tensor(0.1))
+    assert torch.allclose(dro2.running, st["running"])
+
+
+def test_open_moe_sets_every_gate_and_router_scale():
+    torch.manual_seed(0)
+    model = models.create_model("test-tiny")
+    trainer.open_moe(model, 0.3, 7.0)
+    moes = [b.moe for b in model.visual.transformer.resblocks if b.moe is not None]
+    assert moes and all(float(m.gate) == pytest.approx(0.3) and float(m.scale) == pytest.approx(7.0) for m in moes)
+    trainer.open_moe(model, None, None)  # None leaves them
+    assert all(float(m.gate) == pytest.approx(0.3) for m in moes)
