@@ -1,7 +1,9 @@
 """One frame in, one FrameResult out: detect -> track -> crop -> score (one batch) -> smooth.
 
-``Pipeline`` owns the detector, the tracker and one smoother per track; the scorer is passed in (any backend).
-It does no capture and no painting, so the GUI worker thread and the headless loop drive the same object.
+``Pipeline`` owns the detector, the tracker and one smoother per track; the scorer is passed in (a
+``types.Scorer``, any backend).
+It does no capture and no painting, so the GUI worker and the headless CLI drive the same object (through
+``session.Session``).
 ``update_settings`` may be called from another thread (a UI slider): changes apply from the next frame, and
 threshold / smoothing changes re-decide current verdicts at once.
 """
@@ -20,7 +22,7 @@ from .crop import Quality, assess_quality, crop_face
 from .detection import FaceDetector
 from .smoothing import SmoothingParams, TrackSmoother
 from .tracking import IoUTracker, keep_largest
-from .types import FaceBox, FrameResult, TrackResult
+from .types import FaceBox, FrameResult, Scorer, TrackResult
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ def crop_faces(frame_bgr: np.ndarray, boxes: list[FaceBox], size: int,
 class Pipeline:
     """The real-time engine between a frame and a verdict (see the module docstring)."""
 
-    def __init__(self, config: AppConfig, scorer: Any, detector: FaceDetector | None = None):
+    def __init__(self, config: AppConfig, scorer: Scorer, detector: FaceDetector | None = None):
         self.config = config
         self.scorer = scorer
         self.input_size = int(scorer.input_size)
@@ -85,7 +87,7 @@ class Pipeline:
         self.ended_tracks: list[int] = []  # ids that ended during the latest process() call
 
     def _smoothing_params(self, c: AppConfig) -> SmoothingParams:
-        threshold = c.threshold if c.threshold is not None else float(getattr(self.scorer, "threshold", 0.5))
+        threshold = c.threshold if c.threshold is not None else float(self.scorer.threshold)
         return SmoothingParams(threshold=threshold, hysteresis=c.hysteresis, ema_tau_s=c.ema_tau_s,
                                min_evidence_frames=c.min_evidence_frames, min_evidence_s=c.min_evidence_s)
 

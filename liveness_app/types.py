@@ -1,8 +1,10 @@
-"""Result records passed from the pipeline to the GUI, writers and tests (frozen: safe across threads)."""
+"""Records passed from the pipeline to the GUI, writers and tests (frozen: safe across threads), and the
+``Scorer`` interface the pipeline scores with."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -56,3 +58,39 @@ class FrameResult:
                        "smoothed": None if tr.smoothed is None else round(tr.smoothed, 5),
                        "verdict": tr.verdict} for tr in self.tracks],
         }
+
+
+NoticeLevel = Literal["info", "warning", "error"]
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Non-fatal news of a run for the window's message strip and the log.
+
+    ``topic`` says which message it replaces: "source" (demo fallback), "backend" (which backend runs, or a
+    fallback), "record" (verdict recording), "audit" (the audit log), "settings" (a rejected setting).
+    ``transient``: a confirmation that may disappear after a while (a saved recording).
+    """
+
+    topic: str
+    level: NoticeLevel
+    text: str
+    transient: bool = False
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What the Pipeline and the run session need of a scorer (liveness_app.scorer.create_scorer makes one;
+    tests pass fakes): P(attack) per uint8 RGB crop of ``input_size`` px, in one batched call."""
+
+    input_size: int
+    threshold: float  # the checkpoint's decision threshold (validation EER)
+    backend_name: str  # the runtime in use, shown in the status bar
+    notice: str  # why the backend differs from the one asked for, or which one auto chose; "" otherwise
+    model_path: "Path | None"
+
+    def score(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """float32 P(attack) per crop."""
+
+    def expert_weights(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """MoE routing share per crop: crops x moe_layers x experts (empty for a dense model)."""
