@@ -104,7 +104,7 @@ def check_detector(config: AppConfig) -> Check:
 def check_model_and_backend(config: AppConfig) -> list[Check]:
     """Load the model (hash, config, threshold), build the backend ``config.backend`` and score one batch."""
     from .assets import sha256_file
-    from .scorer import Scorer, load_weights
+    from .scorer import RuntimeScorer, load_weights
     from models.runtime import create_runtime
 
     try:
@@ -118,7 +118,7 @@ def check_model_and_backend(config: AppConfig) -> list[Check]:
     try:
         t0 = time.perf_counter()
         runtime = create_runtime(ckpt, config.backend)
-        scorer = Scorer(ckpt, runtime)
+        scorer = RuntimeScorer(ckpt, runtime)
         s = ckpt.preprocessing.size
         scores = scorer.score([np.full((s, s, 3), 128, np.uint8)] * 2)
         if scores.shape != (2,) or not np.all(np.isfinite(scores)):

@@ -53,7 +53,7 @@ def as_bgr(image: np.ndarray) -> np.ndarray:
 
 def crop_faces(frame_bgr: np.ndarray, boxes: list[FaceBox], size: int,
                config: AppConfig) -> tuple[list[np.ndarray], list[Quality]]:
-    """The model's RGB crops (design.md crop contract, ``size`` px) of ``boxes`` in a BGR frame, and their quality.
+    """The model's RGB crops (docs/architecture.md crop contract, ``size`` px) of ``boxes`` in a BGR frame, and their quality.
 
     The one place where a frame's colour order is turned into the model's: crop in BGR (cheap), convert only
     the small crop to RGB. The real-time pipeline and single-image scoring (liveness_app/api.py) both use it.

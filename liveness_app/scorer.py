@@ -1,9 +1,9 @@
-"""Batched face scoring: uint8 RGB crops -> P(attack), behind one interface whatever the backend.
+"""Batched face scoring: uint8 RGB crops -> P(attack), behind one interface (``types.Scorer``) whatever the backend.
 
 ``create_scorer(model, backend)`` loads the weights and builds a ``models.runtime`` backend (tensorrt | cuda |
-cpu | auto, see models/runtime.py); ``Scorer.score`` turns crops into the normalised batch with
+cpu | auto, see models/runtime.py); ``RuntimeScorer.score`` turns crops into the normalised batch with
 ``models.preprocess`` (the one preprocessing that training and evaluation use too) and runs it in one call.
-``expert_weights`` runs the fp32 torch model, which is the only one that exposes the MoE routing. A Scorer may be shared between threads.
+``expert_weights`` runs the fp32 torch model, which is the only one that exposes the MoE routing. A RuntimeScorer may be shared between threads.
 """
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = ASSETS_DIR / "liveness_default.safetensors"
 
 
-class Scorer:
-    """Scores face crops in one batched call. ``score(crops)`` -> float32 P(attack) per crop."""
+class RuntimeScorer:
+    """The app's ``types.Scorer``: a checkpoint on a ``models.runtime`` backend; ``score(crops)`` -> float32
+    P(attack) per crop in one batched call."""
 
     def __init__(self, checkpoint: models.Checkpoint, runtime: Runtime | None = None):
         self.checkpoint = checkpoint
@@ -92,16 +93,16 @@ def load_weights(model: "str | Path | models.Checkpoint | None") -> models.Check
 
 
 def create_scorer(model: "str | Path | models.Checkpoint | None" = None, backend: str = "auto",
-                  **runtime_options) -> Scorer:
+                  **runtime_options) -> RuntimeScorer:
     """Load a checkpoint (default: the bundled model) and build the backend (see models.runtime).
 
     ``backend`` is auto | tensorrt | cuda | cpu (or openvino | onnxruntime | torch); a fallback is logged and
-    reported in ``Scorer.notice``. Raises FileNotFoundError / models.CheckpointError with a message fit for
+    reported in ``RuntimeScorer.notice``. Raises FileNotFoundError / models.CheckpointError with a message fit for
     the user, ValueError for an unknown backend.
     """
     ckpt = load_weights(model)
     runtime = create_runtime(ckpt, backend, **runtime_options)
-    scorer = Scorer(ckpt, runtime)
+    scorer = RuntimeScorer(ckpt, runtime)
     log.info("scorer %s on %s, input %d px, threshold %.3f", scorer.backend_name, runtime.device,
              scorer.input_size, scorer.threshold)
     return scorer

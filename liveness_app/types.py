@@ -48,7 +48,7 @@ class FrameResult:
     dropped_faces: int = 0  # faces beyond max_faces that were not scored
 
     def to_record(self) -> dict:
-        """The JSONL verdict record of design.md."""
+        """The JSONL verdict record of docs/architecture.md."""
         return {
             "frame": self.index,
             "t": round(self.t, 4),

@@ -1,9 +1,9 @@
 """Augmentations for uint8 RGB face crops (numpy + OpenCV core; no GUI, no torch needed).
 
-``TrainAugment`` is what the trainer applies to a 160 px contract crop (design.md "Face crop") to get a model
+``TrainAugment`` is what the trainer applies to a 160 px contract crop (docs/architecture.md "Face crop") to get a model
 input of ``size`` px: scale / shift jitter inside the crop's own context, horizontal flip, colour jitter, blur and
 JPEG recompression, plus *simulated spoof clues* that turn a live crop into an attack sample (the 2024 unified
-physical-digital challenge winner's recipe, paper.md): moire and colour distortion (physical: print / screen
+physical-digital challenge winner's recipe, docs/architecture.md): moire and colour distortion (physical: print / screen
 recapture) and self-blending (digital: Shiohara & Yamasaki, "Detecting Deepfakes with Self-Blended Images",
 CVPR 2022). ``EvalTransform`` only resizes, as the app's cropper does.
 

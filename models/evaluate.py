@@ -1,4 +1,4 @@
-"""Score labelled face crops with a checkpoint and report ISO/IEC 30107-3 metrics (design.md "Metrics").
+"""Score labelled face crops with a checkpoint and report ISO/IEC 30107-3 metrics (docs/architecture.md "Metrics").
 
     python -m models.evaluate --model assets/model.safetensors --manifest ../shared/data/faces/manifest.csv \\
         --report eval.json --plots eval_plots --scores-csv scores.csv
@@ -74,20 +74,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 # --- scoring ----------------------------------------------------------------------------------------------
-def make_scorer(checkpoint, backend: str, threads: int = 0) -> tuple[Callable[[np.ndarray], np.ndarray], str, str]:
-    """(score function b 3 S S float32 -> P(attack) b, backend name, notice) for ``backend``.
-
-    Uses ``models.runtime.create_runtime`` (with its fallbacks and start-up check). ``threads`` > 0 sets the
-    CPU engines' thread count (and torch's).
-    """
+def open_runtime(checkpoint, backend: str, threads: int = 0):
+    """``models.runtime.create_runtime(checkpoint, backend)`` (with its fallbacks and start-up check): a callable
+    b 3 S S float32 -> P(attack) b with ``name`` and ``notice``. ``threads`` > 0 sets the CPU engines' thread
+    count (and torch's)."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     from .runtime import create_runtime
 
-    rt = create_runtime(checkpoint, backend, threads=threads or None)
-    return rt, rt.name, rt.notice
+    return create_runtime(checkpoint, backend, threads=threads or None)
 
 
 def _read(path: Path, size: int) -> np.ndarray | None:
@@ -360,15 +357,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("model %s (%s), threshold %.6g from %s", args.model, ckpt.config.name, threshold, origin)
 
     try:
-        score_fn, backend_name, notice = make_scorer(ckpt, args.backend, args.threads)
+        runtime = open_runtime(ckpt, args.backend, args.threads)
     except (RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if notice:
-        log.info("backend: %s", notice)
+    if runtime.notice:
+        log.info("backend: %s", runtime.notice)
     t0 = time.perf_counter()
     try:
-        scores, kept = score_samples(samples, score_fn, ckpt.preprocessing, batch_size=args.batch_size,
+        scores, kept = score_samples(samples, runtime, ckpt.preprocessing, batch_size=args.batch_size,
                                      workers=args.workers, skip_unreadable=args.skip_unreadable)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -392,8 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = {
         "model": str(args.model),
         "config": ckpt.config.name,
-        "backend": backend_name,
-        "backend_notice": notice,
+        "backend": runtime.name,
+        "backend_notice": runtime.notice,
         "threshold": threshold,
         "threshold_origin": origin,
         "checkpoint_threshold": float(ckpt.threshold),
@@ -413,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp.write_text(json.dumps(result, indent=2, allow_nan=False))
         tmp.replace(args.report)
 
-    print(f"model {args.model} ({ckpt.config.name}), backend {backend_name}, threshold {threshold:.6g} ({origin})")
+    print(f"model {args.model} ({ckpt.config.name}), backend {runtime.name}, threshold {threshold:.6g} ({origin})")
     print(f"{len(scored)} crops scored in {seconds:.1f} s"
           + (f", {len(samples) - len(scored)} unreadable left out" if len(scored) < len(samples) else ""))
     print(format_table(rep))

@@ -36,6 +36,7 @@ import torch
 from . import export as _export
 from .checkpoint import Checkpoint
 from .clip import LivenessScorer
+from .tensors import weights_digest
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +57,12 @@ def cache_root() -> Path:
 
 
 def fingerprint(module: LivenessScorer) -> str:
-    """sha256 over the scorer's tensors (name, dtype, shape, bytes) and the model code: what an export holds."""
+    """sha256 over the model code and the scorer's tensors (``tensors.weights_digest``): what an export holds."""
     h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        t = t.detach().to("cpu", copy=False).contiguous().reshape(-1)  # 0-d tensors cannot be viewed as bytes
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     here = Path(__file__).resolve().parent
     for f in _MODEL_CODE:
         h.update((here / f).read_bytes())
-    return h.hexdigest()
+    return weights_digest(module.state_dict(), h)
 
 
 def cache_key(module: LivenessScorer, runtime: str, versions: dict[str, str], max_batch: int) -> str:

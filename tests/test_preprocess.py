@@ -37,14 +37,14 @@ def test_preprocess_is_the_stored_normalisation_in_rgb_order():
 
 
 def test_app_evaluation_and_training_give_identical_tensors(crop, tmp_path):
-    from liveness_app.scorer import Scorer
+    from liveness_app.scorer import RuntimeScorer
 
     torch.manual_seed(0)
     model = models.create_model("test-tiny")
     ckpt = models.Checkpoint(model=model, config=model.config, preprocessing=PREP, prompts=tuple(model.config.prompts),
                              threshold=0.5)
     assert PREP != models.Preprocessing.from_config(model.config)  # the stored parameters, not the config's
-    app = Scorer(ckpt).preprocess([crop])
+    app = RuntimeScorer(ckpt).preprocess([crop])
 
     path = tmp_path / "crop.png"  # lossless: evaluation reads the file back in BGR and converts it
     assert cv2.imwrite(str(path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))

@@ -170,12 +170,12 @@ def test_tensorrt_agrees_and_its_engine_is_cached(ckpt, tmp_path):
 
 # --- liveness_app.scorer on top of the runtimes ----------------------------------------------------------
 def test_scorer_preprocesses_like_the_model_and_scores_like_eager(ckpt, tmp_path):
-    from liveness_app.scorer import Scorer
+    from liveness_app.scorer import RuntimeScorer
 
     s = ckpt.preprocessing.size
     rng = np.random.default_rng(0)
     crops = [rng.integers(0, 256, (s, s, 3), dtype=np.uint8) for _ in range(5)]
-    scorer = Scorer(ckpt, rt.create_runtime(ckpt, "cpu", cache_dir=tmp_path))
+    scorer = RuntimeScorer(ckpt, rt.create_runtime(ckpt, "cpu", cache_dir=tmp_path))
     x = scorer.preprocess(crops)
     ref_x = models.preprocess(crops, ckpt.preprocessing)
     assert x.shape == (5, 3, s, s) and x.dtype == np.float32 and x.flags.c_contiguous

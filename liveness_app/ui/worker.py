@@ -1,6 +1,6 @@
 """The bridge between the engine and the window: a worker QObject in a QThread, and its GUI-side controller.
 
-Threads (style.md item 9: the GUI thread only paints):
+Threads (docs/architecture.md, rule 5: the GUI thread only paints):
 
 - **capture** (``LatestFrameReader``'s thread): reads the source. Files and image folders are paced at their
   own frame rate (``PacedTap``), cameras come at camera rate. Every frame is handed to the display mailbox
