@@ -162,8 +162,8 @@ def bench_model(ckpt: Any, backends: list[str], batches: list[int], warmup: int,
     """Crops per second at each batch for each backend (no fallback), with agreement vs torch eager fp32."""
     import torch
 
-    from models.export import example_input
-    from models.runtime import create_runtime
+    from models.deploy.export import example_input
+    from models.deploy.runtime import create_runtime
 
     module = ckpt.model.scorer().eval()
     size = ckpt.preprocessing.size
@@ -210,7 +210,7 @@ def machine_info() -> dict:
                                info["cpu"])
     except OSError:
         pass
-    from models.export import disable_openvino_telemetry
+    from models.deploy.export import disable_openvino_telemetry
 
     disable_openvino_telemetry()  # importing openvino for its version would write ~/intel otherwise
     for mod in ("openvino", "onnxruntime", "cv2", "mediapipe"):

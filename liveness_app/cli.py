@@ -103,7 +103,7 @@ def run_headless(config: AppConfig, summary_json: str | None = None) -> int:
     if not config.output:
         log.warning("no --output given: verdicts are not written, only the summary is printed")
     from .demo import DemoScorecard, is_demo_clip
-    from .sdnotify import Notifier, Watchdog
+    from .ops.sdnotify import Notifier, Watchdog
     from .session import Session, open_audit_log, open_feed
 
     scorecard = None
@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:  # before Qt is imported: Qt itself would abort the process (exit 134)
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from .logs import setup_logging
+    from .ops.logs import setup_logging
     from .quiet import prepare_process
 
     prepare_process()  # before mediapipe is imported (see liveness_app/quiet.py)
@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: image scoring failed: {e}", file=sys.stderr)
             return EXIT_RUNTIME
     if args.check:
-        from .health import exit_code, format_checks, run_checks
+        from .ops.health import exit_code, format_checks, run_checks
 
         checks = run_checks(config)
         print(format_checks(checks))

@@ -15,9 +15,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .assets import ASSETS_DIR
+from .ops.assets import ASSETS_DIR
 
-ASSETS = ASSETS_DIR  # the installed package's assets, else the checkout's assets/ (liveness_app/assets.py)
+ASSETS = ASSETS_DIR  # the installed package's assets, else the checkout's assets/ (liveness_app/ops/assets.py)
 DEFAULT_DETECTOR = ASSETS / "face_detection_short_range.tflite"
 DEMO_VIDEO = ASSETS / "demo.mp4"
 BACKENDS = ("auto", "tensorrt", "cuda", "cpu", "openvino", "onnxruntime", "torch")  # last 3: a CPU engine by name

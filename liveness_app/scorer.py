@@ -1,7 +1,7 @@
 """Batched face scoring: uint8 RGB crops -> P(attack), behind one interface (``types.Scorer``) whatever the backend.
 
-``create_scorer(model, backend)`` loads the weights and builds a ``models.runtime`` backend (tensorrt | cuda |
-cpu | auto, see models/runtime.py); ``RuntimeScorer.score`` turns crops into the normalised batch with
+``create_scorer(model, backend)`` loads the weights and builds a ``models.deploy.runtime`` backend (tensorrt | cuda |
+cpu | auto, see models/deploy/runtime.py); ``RuntimeScorer.score`` turns crops into the normalised batch with
 ``models.preprocess`` (the one preprocessing that training and evaluation use too) and runs it in one call.
 ``expert_weights`` runs the fp32 torch model, which is the only one that exposes the MoE routing. A RuntimeScorer may be shared between threads.
 """
@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 import models
-from models.runtime import Runtime, TorchRuntime, create_runtime
+from models.deploy.runtime import Runtime, TorchRuntime, create_runtime
 
-from .assets import ASSETS_DIR, verify_file
+from .ops.assets import ASSETS_DIR, verify_file
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ DEFAULT_MODEL = ASSETS_DIR / "liveness_default.safetensors"
 
 
 class RuntimeScorer:
-    """The app's ``types.Scorer``: a checkpoint on a ``models.runtime`` backend; ``score(crops)`` -> float32
+    """The app's ``types.Scorer``: a checkpoint on a ``models.deploy.runtime`` backend; ``score(crops)`` -> float32
     P(attack) per crop in one batched call."""
 
     def __init__(self, checkpoint: models.Checkpoint, runtime: Runtime | None = None):
@@ -94,7 +94,7 @@ def load_weights(model: "str | Path | models.Checkpoint | None") -> models.Check
 
 def create_scorer(model: "str | Path | models.Checkpoint | None" = None, backend: str = "auto",
                   **runtime_options) -> RuntimeScorer:
-    """Load a checkpoint (default: the bundled model) and build the backend (see models.runtime).
+    """Load a checkpoint (default: the bundled model) and build the backend (see models.deploy.runtime).
 
     ``backend`` is auto | tensorrt | cuda | cpu (or openvino | onnxruntime | torch); a fallback is logged and
     reported in ``RuntimeScorer.notice``. Raises FileNotFoundError / models.CheckpointError with a message fit for

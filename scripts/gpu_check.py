@@ -7,7 +7,7 @@
 For each variant (fp16 eager, fp16 + CUDA graphs, bf16 + CUDA graphs, fp16 + torch.compile + CUDA graphs,
 TensorRT FP16 when torch-tensorrt imports) it reports batch-1 latency (median / p95 ms, host array in, host
 probabilities out), crops/s at each batch, max |P - P_cpu_fp32| against torch eager fp32 on the CPU, and the
-achieved FLOP rate as a fraction of the GPU's dense bf16 peak (FLOPs per crop from models.info.image_flops:
+achieved FLOP rate as a fraction of the GPU's dense bf16 peak (FLOPs per crop from models.training.info.image_flops:
 2 x multiply-adds). Results go to stdout and to JSON (``--json``, default $OUT/gpu_check.json when $OUT is
 set), written after every variant so a time-out keeps what was measured. Fresh weights (MoE gates opened so
 the branch contributes): speed does not depend on the values.
@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import models  # noqa: E402
-from models import runtime as rt  # noqa: E402
-from models.export import example_input  # noqa: E402
-from models.info import image_flops  # noqa: E402
+from models.deploy import runtime as rt  # noqa: E402
+from models.deploy.export import example_input  # noqa: E402
+from models.training.info import image_flops  # noqa: E402
 
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' data sheets (SXM parts).
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "H800": 989.0, "A100": 312.0, "A800": 312.0, "L40S": 362.0,

@@ -4,11 +4,11 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-# backends cache exported models (models/runtime.py): never touch the user's cache folder from tests
+# backends cache exported models (models/deploy/runtime.py): never touch the user's cache folder from tests
 import atexit, shutil, tempfile  # noqa: E401,E402
 os.environ["LIVENESS_CACHE_DIR"] = tempfile.mkdtemp(prefix="liveness-test-cache-")
 atexit.register(shutil.rmtree, os.environ["LIVENESS_CACHE_DIR"], True)
-# ... nor its log folder (liveness_app/logs.py)
+# ... nor its log folder (liveness_app/ops/logs.py)
 os.environ["LIVENESS_LOG_DIR"] = tempfile.mkdtemp(prefix="liveness-test-logs-")
 atexit.register(shutil.rmtree, os.environ["LIVENESS_LOG_DIR"], True)
 ROOT = Path(__file__).resolve().parent.parent

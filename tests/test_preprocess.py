@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import models
-from models import evaluate
-from models.train import CropDataset, _EvalWrap
+from models.training import evaluate
+from models.training.train import CropDataset, _EvalWrap
 
 PREP = models.Preprocessing(32, (0.40, 0.45, 0.50), (0.20, 0.25, 0.30))
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import models
-from models import export as ex
-from models import runtime as rt
+from models.deploy import export as ex
+from models.deploy import runtime as rt
 from test_export import _BrokenTensorRT, with_active_moe  # noqa: F401 (fixture helpers)
 
 HAS_CUDA = torch.cuda.is_available()

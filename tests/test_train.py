@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import models
-from models import data as fdata
-from models import train as trainer
+from models.training import data as fdata
+from models.training import train as trainer
 
 
 def _portrait() -> np.ndarray:
@@ -117,7 +117,7 @@ def test_resume_without_a_run_is_a_clear_error(tmp_path, capsys):
 
 
 def test_hold_out_sources_keeps_whole_sources_and_families_apart(tmp_path):
-    from models.data import Sample, hold_out_sources
+    from models.training.data import Sample, hold_out_sources
 
     rows = [Sample(tmp_path / f"{src}-{i}.jpg", i % 2, "none" if i % 2 == 0 else "replay", src, f"{src}-g{i % 3}")
             for src in ("cvzc-a", "cvzc-b", "pyis-x", "nuaa") for i in range(6)]
@@ -131,7 +131,7 @@ def test_hold_out_sources_keeps_whole_sources_and_families_apart(tmp_path):
 def test_border_mix_partner_is_same_label_other_source():
     import random
 
-    from models.train import CropDataset
+    from models.training.train import CropDataset
 
     images = np.stack([np.full((16, 16, 3), v, np.uint8) for v in range(8)])
     labels = np.array([0, 0, 1, 1, 0, 0, 1, 1])

@@ -174,7 +174,7 @@ class PipelineWorker(RunSignals):
         if scorer is not None and scorer.notice:
             notices.append(scorer.notice)
             # "auto chose X" is news; a backend asked for by name that could not start is a fallback
-            fallback = c.backend != "auto"  # models.runtime sets a named backend's notice only on a fallback
+            fallback = c.backend != "auto"  # models.deploy.runtime sets a named backend's notice only on a fallback
             self.notice.emit(Notice("backend", "warning" if fallback else "info", scorer.notice))
             (log.warning if fallback else log.info)("%s", scorer.notice)
         if scorer is not None:

@@ -30,14 +30,14 @@ import torch.nn.functional as F
 
 from . import data as fdata
 from .augment import EvalTransform, TrainAugment
-from .checkpoint import load_checkpoint, save_checkpoint
-from .clip import LaSoftMoECLIP, create_model
-from .config import get_config
-from .preprocess import Preprocessing, preprocess, resize_crop
-from .pretrained import load_pretrained_clip
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..clip import LaSoftMoECLIP, create_model
+from ..config import get_config
+from ..preprocess import Preprocessing, preprocess, resize_crop
+from ..pretrained import load_pretrained_clip
 
 log = logging.getLogger("models.train")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout
 DEFAULT_MANIFEST = ROOT.parent / "shared" / "data" / "faces" / "manifest.csv"
 DEFAULT_STEM_WEIGHTS = ROOT.parent / "shared" / "pretrained" / "mobilenet_v2_1.0_224.safetensors"
 DATA_TERMS = ("Research and non-commercial data (NUAA, Idiap Replay-Attack, UTKFace, Yonsei, LFW swaps, GAN "
@@ -332,7 +332,7 @@ def main(argv=None) -> int:
     # model
     cfg_src = args.config
     if cfg_src.endswith(".json"):
-        from .config import ModelConfig
+        from ..config import ModelConfig
         cfg_obj = json.loads(Path(cfg_src).read_text())
         cfg_obj.pop("description", None)
         cfg = ModelConfig.from_dict(cfg_obj)
@@ -347,7 +347,7 @@ def main(argv=None) -> int:
     if cfg.vision.stem == "mobilenetv2" and not args.init and not resuming:
         stem_path = args.stem_weights or DEFAULT_STEM_WEIGHTS
         if str(stem_path) != "none":
-            from .stem import load_mobilenet_v2_stem
+            from ..stem import load_mobilenet_v2_stem
 
             if not Path(stem_path).is_file():
                 print(f"error: MobileNetV2 stem weights not found at {stem_path}: pass --stem-weights "

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from . import export as _export
-from .checkpoint import Checkpoint
-from .clip import LivenessScorer
-from .tensors import weights_digest
+from ..checkpoint import Checkpoint
+from ..clip import LivenessScorer
+from ..tensors import weights_digest
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ BACKENDS = ("auto", "tensorrt", "cuda", "cpu")
 CPU_ENGINES = ("openvino", "onnxruntime", "torch")
 # Stated agreement with torch eager fp32, as max |P_backend - P_eager| over a batch (probabilities in [0, 1]).
 TOLERANCE = {"torch": 1e-5, "openvino": 1e-4, "onnxruntime": 1e-4, "cuda": 2e-2, "tensorrt": 2e-2}
-_MODEL_CODE = ("clip.py", "soft_moe.py", "export.py")  # code whose change must invalidate cached exports
+_MODEL_CODE = ("clip.py", "soft_moe.py", "deploy/export.py")  # code whose change must invalidate cached exports
 
 
 def cache_root() -> Path:
@@ -59,7 +59,7 @@ def cache_root() -> Path:
 def fingerprint(module: LivenessScorer) -> str:
     """sha256 over the model code and the scorer's tensors (``tensors.weights_digest``): what an export holds."""
     h = hashlib.sha256()
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # models/
     for f in _MODEL_CODE:
         h.update((here / f).read_bytes())
     return weights_digest(module.state_dict(), h)

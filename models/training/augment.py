@@ -21,7 +21,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .preprocess import check_crop, resize_crop
+from ..preprocess import check_crop, resize_crop
 
 log = logging.getLogger(__name__)
 
@@ -444,7 +444,7 @@ def augment_batch(images: Sequence[np.ndarray], labels: Sequence[int], aug: Trai
     return np.stack([o[0] for o in outs]), np.array([o[1] for o in outs], np.int64)
 
 
-# --- benchmark / preview (python -m models.augment --help) -------------------------------------------------
+# --- benchmark / preview (python -m models.training.augment --help) -------------------------------------------------
 def _bench(image: np.ndarray, size: int, repeats: int, seed: int) -> list[tuple[str, float, float]]:
     """(name, median ms, p90 ms) per op and for the default pipeline, after a warm-up, on one crop."""
     import time
@@ -481,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import json
 
-    p = argparse.ArgumentParser(prog="python -m models.augment", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m models.training.augment", description=main.__doc__)
     p.add_argument("--image", help="an RGB face crop (any size; default: matplotlib's grace_hopper sample, 160 px)")
     p.add_argument("--size", type=int, default=128, help="model input size")
     p.add_argument("--bench", action="store_true", help="time each op and the default pipeline")

@@ -4,7 +4,7 @@
         --report eval.json --plots eval_plots --scores-csv scores.csv
     python -m models.evaluate --model M --protocol P1/test.txt --root UniAttackData --live-label 1 --report r.json
 
-Every row is scored with the chosen backend (``models.runtime``: auto | tensorrt | cuda | cpu | torch ...), the
+Every row is scored with the chosen backend (``models.deploy.runtime``: auto | tensorrt | cuda | cpu | torch ...), the
 checkpoint's stored threshold (chosen at the validation EER when it was trained) is applied unchanged unless
 ``--threshold`` overrides it, and APCER / BPCER / ACER, EER, AUC and BPCER @ APCER = 1 % / 5 % are reported
 pooled, per source and per attack type: a printed table, a JSON report, optionally PNG plots (ROC, DET, score
@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from . import metrics as M
-from .preprocess import preprocess, resize_crop
+from ..preprocess import preprocess, resize_crop
 
 log = logging.getLogger("models.evaluate")
 
@@ -75,14 +75,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 # --- scoring ----------------------------------------------------------------------------------------------
 def open_runtime(checkpoint, backend: str, threads: int = 0):
-    """``models.runtime.create_runtime(checkpoint, backend)`` (with its fallbacks and start-up check): a callable
+    """``models.deploy.runtime.create_runtime(checkpoint, backend)`` (with its fallbacks and start-up check): a callable
     b 3 S S float32 -> P(attack) b with ``name`` and ``notice``. ``threads`` > 0 sets the CPU engines' thread
     count (and torch's)."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    from .runtime import create_runtime
+    from ..deploy.runtime import create_runtime
 
     return create_runtime(checkpoint, backend, threads=threads or None)
 
@@ -327,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     from . import data as fdata
-    from .checkpoint import load_model
+    from ..checkpoint import load_model
 
     try:
         if args.manifest is not None:

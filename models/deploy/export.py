@@ -29,8 +29,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .checkpoint import Checkpoint, load_model
-from .clip import LivenessScorer
+from ..checkpoint import Checkpoint, load_model
+from ..clip import LivenessScorer
 
 log = logging.getLogger(__name__)
 
