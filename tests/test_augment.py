@@ -254,3 +254,19 @@ def test_train_augment_swap_blend_makes_attacks_and_needs_a_partner():
     assert label == 1
     with pytest.raises(ValueError, match="p_swap_blend"):
         TrainAugment(128, p_swap_blend=0.6, p_self_blend=0.5)
+
+
+def test_motion_blur_smears_along_one_direction_and_keeps_the_mean():
+    from models.augment import motion_blur
+
+    img = np.zeros((96, 96, 3), np.uint8)
+    img[48, 48] = 255  # a point: its smear is the kernel
+    out = motion_blur(img, np.random.default_rng(3), length=(0.2, 0.2))
+    lit = np.argwhere(out[..., 0] > 0)
+    assert len(lit) >= 10  # spread over a line of ~19 px
+    spread = np.linalg.svd(lit - lit.mean(0), compute_uv=False)
+    assert spread[0] > 4 * spread[1]  # along one direction, not a disc
+    flat = np.full((64, 64, 3), 120, np.uint8)
+    assert np.array_equal(motion_blur(flat, np.random.default_rng(0)), flat)
+    aug = TrainAugment(64, p_motion_blur=1.0, p_self_blend=0.0, p_moire=0.0, p_colour_distortion=0.0, seed=0)
+    assert aug(flat, 0)[1] == 0  # a nuisance, not a spoof clue: the label stays

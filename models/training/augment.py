@@ -69,6 +69,23 @@ def gaussian_blur(image: np.ndarray, rng: np.random.Generator, sigma: tuple[floa
     return cv2.GaussianBlur(image, (0, 0), sigmaX=sd, sigmaY=sd, borderType=cv2.BORDER_REFLECT_101)
 
 
+def motion_blur(image: np.ndarray, rng: np.random.Generator, length: tuple[float, float] = (0.03, 0.15)) -> np.ndarray:
+    """Linear motion blur: a line kernel of ``length`` x the image side (drawn), at a random angle.
+
+    A live person turning the head in front of a webcam smears like this, while a phone held up to it is often
+    steadier: without this, a model can learn "smeared = attack" from sets whose fakes are the blurrier ones and
+    call every moving live face an attack (the inverted-room failure of issue 11).
+    """
+    h, w = image.shape[:2]
+    n = max(3, int(round(rng.uniform(*length) * min(h, w))) | 1)  # odd, >= 3
+    k = np.zeros((n, n), np.float32)
+    k[n // 2, :] = 1.0
+    rot = cv2.getRotationMatrix2D(((n - 1) / 2, (n - 1) / 2), rng.uniform(0, 180), 1.0)
+    k = cv2.warpAffine(k, rot, (n, n), flags=cv2.INTER_LINEAR)
+    k /= max(float(k.sum()), 1e-6)
+    return cv2.filter2D(image, -1, k, borderType=cv2.BORDER_REFLECT_101)
+
+
 def jpeg(image: np.ndarray, rng: np.random.Generator, quality: tuple[int, int] = (35, 95)) -> np.ndarray:
     """JPEG re-encode at a quality drawn from ``quality`` (inclusive): web / messenger recompression."""
     q = int(rng.integers(quality[0], quality[1] + 1))
@@ -306,7 +323,8 @@ class TrainAugment:
     ``partner``, else it falls back to self-blend); (2) a square window of ``scale`` x the crop side, its centre shifted by up to ``shift``
     x the side but kept inside the crop (the context the crop contract gives; no invented border), optionally
     rotated by up to ``rotate`` degrees, resized to ``size``; (3) horizontal flip; (4) colour jitter; (5) camera
-    response (white balance, gamma; p_camera); (6) blur; (7) sensor noise (p_noise); (8) JPEG recompression.
+    response (white balance, gamma; p_camera); (6) blur (Gaussian, or linear motion blur with p_motion_blur;
+    both classes alike); (7) sensor noise (p_noise); (8) JPEG recompression.
     Before all of it (unless the partner's face is being swapped in), with probability p_border_mix and a ``partner`` crop, the surroundings of the face are
     replaced by the partner's (``border_mix``). Moire is drawn on the output grid (it is a property of the capturing camera's
     pixels). Deterministic for a ``seed``; inside a torch DataLoader worker the stream is re-seeded from
@@ -319,12 +337,13 @@ class TrainAugment:
                  p_blur: float = 0.15, blur_sigma: tuple[float, float] = (0.4, 1.4), p_jpeg: float = 0.3,
                  jpeg_quality: tuple[int, int] = (35, 95), p_moire: float = 0.1, p_colour_distortion: float = 0.1,
                  p_self_blend: float = 0.1, p_camera: float = 0.0, p_noise: float = 0.0, p_border_mix: float = 0.0,
-                 p_swap_blend: float = 0.0, seed: int | None = None, rng: np.random.Generator | None = None):
+                 p_swap_blend: float = 0.0, p_motion_blur: float = 0.0, seed: int | None = None, rng: np.random.Generator | None = None):
         if int(size) < 8:
             raise ValueError(f"size must be a model input size in pixels (>= 8), got {size!r}")
         probs = dict(p_flip=p_flip, p_colour_jitter=p_colour_jitter, p_blur=p_blur, p_jpeg=p_jpeg, p_moire=p_moire,
                      p_colour_distortion=p_colour_distortion, p_self_blend=p_self_blend, p_camera=p_camera,
-                     p_noise=p_noise, p_border_mix=p_border_mix, p_swap_blend=p_swap_blend)
+                     p_noise=p_noise, p_border_mix=p_border_mix, p_swap_blend=p_swap_blend,
+                     p_motion_blur=p_motion_blur)
         for k, v in probs.items():
             if not 0.0 <= float(v) <= 1.0:
                 raise ValueError(f"{k} must be a probability in [0, 1], got {v!r}")
@@ -346,6 +365,7 @@ class TrainAugment:
         self.p_jpeg, self.jpeg_quality = float(p_jpeg), tuple(jpeg_quality)
         self.p_moire, self.p_colour_distortion = float(p_moire), float(p_colour_distortion)
         self.p_self_blend, self.p_swap_blend = float(p_self_blend), float(p_swap_blend)
+        self.p_motion_blur = float(p_motion_blur)
         self.p_camera, self.p_noise, self.p_border_mix = float(p_camera), float(p_noise), float(p_border_mix)
         self.seed = seed
         self._rng = rng if rng is not None else np.random.default_rng(seed)
@@ -422,6 +442,8 @@ class TrainAugment:
             out = camera_response(np.ascontiguousarray(out), rng)
         if rng.random() < self.p_blur:
             out = gaussian_blur(np.ascontiguousarray(out), rng, self.blur_sigma)
+        if self.p_motion_blur > 0 and rng.random() < self.p_motion_blur:
+            out = motion_blur(np.ascontiguousarray(out), rng)
         if self.p_noise > 0 and rng.random() < self.p_noise:
             out = sensor_noise(np.ascontiguousarray(out), rng)
         if rng.random() < self.p_jpeg:
@@ -435,7 +457,7 @@ class TrainAugment:
         return (f"TrainAugment(size={self.size}, p_flip={self.p_flip}, scale={self.scale}, shift={self.shift}, "
                 f"p_moire={self.p_moire}, p_colour_distortion={self.p_colour_distortion}, "
                 f"p_self_blend={self.p_self_blend}, p_camera={self.p_camera}, p_noise={self.p_noise}, "
-                f"p_border_mix={self.p_border_mix}, p_swap_blend={self.p_swap_blend}, seed={self.seed})")
+                f"p_border_mix={self.p_border_mix}, p_swap_blend={self.p_swap_blend}, p_motion_blur={self.p_motion_blur}, seed={self.seed})")
 
 
 def augment_batch(images: Sequence[np.ndarray], labels: Sequence[int], aug: TrainAugment) -> tuple[np.ndarray, np.ndarray]:

@@ -77,6 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="surroundings of the face taken from a same-label crop of another source")
     p.add_argument("--p-swap-blend", type=float, default=0.0,
                    help="blended swap: another person's live face pasted in (Poisson or alpha blend), as attack")
+    p.add_argument("--p-motion-blur", type=float, default=0.0,
+                   help="linear motion blur on either class (a moving live face smears too)")
     p.add_argument("--stem-weights", type=Path, default=None,
                    help="MobileNetV2 release weights for a mobilenetv2 stem (default: shared/pretrained copy if "
                    "present; 'none' trains the stem from scratch)")
@@ -389,7 +391,8 @@ def main(argv=None) -> int:
     size = cfg.vision.image_size
     aug = TrainAugment(size, p_moire=args.p_moire, p_colour_distortion=args.p_colour,
                        p_self_blend=args.p_self_blend, p_camera=args.p_camera, p_noise=args.p_noise,
-                       p_border_mix=args.p_border_mix, p_swap_blend=args.p_swap_blend, seed=args.seed + 1000 * rank)
+                       p_border_mix=args.p_border_mix, p_swap_blend=args.p_swap_blend,
+                       p_motion_blur=args.p_motion_blur, seed=args.seed + 1000 * rank)
     group_names = sorted({(s.source, s.label) for s in train})
     group_ids = np.array([group_names.index((s.source, s.label)) for s in train])
     dro = GroupDRO(len(group_names), args.group_dro) if args.group_dro > 0 else None
