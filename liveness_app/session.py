@@ -13,12 +13,17 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from .config import AppConfig
 from .outputs import AuditLog, JsonlWriter, RunSummary
 from .sources import Frame, FrameSource, LatestFrameReader
 from .types import FrameResult, Notice
+
+if TYPE_CHECKING:  # the pipeline imports OpenCV and mediapipe; the session itself needs neither
+    from .demo import DemoScorecard
+    from .ops.sdnotify import Watchdog
+    from .pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +90,15 @@ class Session:
     goes on. Without a pipeline (or once ``scoring`` is False) the loop only follows the source's state.
     """
 
-    def __init__(self, config: AppConfig, pipeline, *, writer: JsonlWriter | None = None,
-                 audit: AuditLog | None = None, summary: RunSummary | None = None, scorecard=None,
-                 watchdog=None, on_result: Callable[[FrameResult], None] | None = None,
+    def __init__(self, config: AppConfig, pipeline: "Pipeline | None", *, writer: JsonlWriter | None = None,
+                 audit: AuditLog | None = None, summary: RunSummary | None = None,
+                 scorecard: "DemoScorecard | None" = None, watchdog: "Watchdog | None" = None, on_result: Callable[[FrameResult], None] | None = None,
                  on_status: Callable[[str, str], None] | None = None,
                  on_notice: Callable[[Notice], None] | None = None):
         self.config = config
         self.pipeline = pipeline
         self.writer, self.audit, self.summary, self.scorecard = writer, audit, summary, scorecard
-        self.watchdog = watchdog  # sdnotify.Watchdog: told the loop is alive on every pass
+        self.watchdog = watchdog  # systemd's watchdog: fed per recorded result and per pass waiting on a camera
         self.on_result, self.on_status, self.on_notice = on_result, on_status, on_notice
         self.playing = None  # the demo segment of the latest result (DemoScorecard.add)
         self.scoring = pipeline is not None  # False: the video plays without verdicts

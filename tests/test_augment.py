@@ -257,7 +257,7 @@ def test_train_augment_swap_blend_makes_attacks_and_needs_a_partner():
 
 
 def test_motion_blur_smears_along_one_direction_and_keeps_the_mean():
-    from models.augment import motion_blur
+    from models.training.augment import motion_blur
 
     img = np.zeros((96, 96, 3), np.uint8)
     img[48, 48] = 255  # a point: its smear is the kernel

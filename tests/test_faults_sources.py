@@ -18,7 +18,7 @@ from liveness_app.outputs import JsonlWriter, RunSummary
 from liveness_app.pipeline import Pipeline, as_bgr
 from liveness_app.scorer import create_scorer
 from liveness_app.session import Session, open_feed
-from liveness_app.sources import LatestFrameReader, SourceError, VideoCaptureSource, open_source
+from liveness_app.sources import SourceError, VideoCaptureSource, open_source
 from media import FlakyCamera, face_image, make_image_folder
 
 
