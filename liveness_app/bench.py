@@ -148,7 +148,7 @@ def launch_to_first_verdict(model: str, backend: str, video: Path, cache_dir: Pa
     """Start the headless CLI ``runs`` times on ``video`` (one frame) with cache folder ``cache_dir``; the first
     run sees the folder as given (empty: a cold start), later ones what the earlier runs left. Each entry has
     the stage marks (seconds since that process started) and the process's wall time; a detached int8 build that
-    a cold start leaves behind (models/runtime.py) is waited for before the next start, as a user's second start
+    a cold start leaves behind (models/deploy/runtime.py) is waited for before the next start, as a user's second start
     a while later would find it done (``build_wait_s``)."""
     import subprocess
 
@@ -207,10 +207,10 @@ def bench_model(ckpt: Any, backends: list[str], batches: list[int], warmup: int,
     """Crops per second at each batch for each backend (no fallback), with agreement vs torch eager fp32."""
     import torch
 
-    from models.export import example_input
-    from models.runtime import create_runtime
+    from models.deploy.export import example_input
+    from models.deploy.runtime import create_runtime
 
-    from models.runtime import DEFAULT_AGREEMENT_CROPS, load_agreement_crops
+    from models.deploy.runtime import DEFAULT_AGREEMENT_CROPS, load_agreement_crops
 
     from .scorer import AGREEMENT_CROPS
     module = ckpt.model.scorer().eval()
@@ -263,7 +263,7 @@ def machine_info() -> dict:
                                info["cpu"])
     except OSError:
         pass
-    from models.export import disable_onnxruntime_telemetry, disable_openvino_telemetry
+    from models.deploy.export import disable_onnxruntime_telemetry, disable_openvino_telemetry
 
     disable_openvino_telemetry()  # importing openvino for its version would write ~/intel otherwise
     disable_onnxruntime_telemetry()  # ... and onnxruntime ~/.cache/Microsoft and $TMPDIR/.ses

@@ -1,4 +1,5 @@
-"""Command line: flags -> AppConfig, and the headless loop (source -> Pipeline -> JSONL, audit log, summary).
+"""Command line: flags -> AppConfig, and the headless driver of the run loop (liveness_app/session.py: source ->
+Pipeline -> JSONL, audit log, summary).
 
 ``liveness`` (installed) and ``python main.py`` (a checkout) are the same command.
 ``python main.py --headless --source clip.mp4 --output verdicts.jsonl`` scores every frame of the source,
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .config import BACKENDS, DEMO_VIDEO, LOG_LEVELS, AppConfig, ConfigError, load_config
-from .sources import IMAGE_EXTENSIONS, LatestFrameReader, SourceError, open_source
+from .sources import IMAGE_EXTENSIONS, SourceError, open_source
 
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 2, 1
@@ -83,7 +84,7 @@ def run_headless(config: AppConfig, summary_json: str | None = None) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from . import startup
-    from .outputs import AuditLog, JsonlWriter, RunSummary
+    from .outputs import JsonlWriter, RunSummary
     from .pipeline import Pipeline
 
     startup.mark("imports")
@@ -122,11 +123,9 @@ def run_headless(config: AppConfig, summary_json: str | None = None) -> int:
 
     if not config.output:
         log.warning("no --output given: verdicts are not written, only the summary is printed")
-    from .sdnotify import Notifier, Watchdog
-
-    writer = audit = None
-    summary = RunSummary()
     from .demo import DemoScorecard, is_demo_clip
+    from .ops.sdnotify import Notifier, Watchdog
+    from .session import Session, open_audit_log, open_feed
 
     scorecard = None
     if config.demo and is_demo_clip(config.source_spec, DEMO_VIDEO):
@@ -134,44 +133,38 @@ def run_headless(config: AppConfig, summary_json: str | None = None) -> int:
             scorecard = DemoScorecard.load()
         except ValueError as e:
             log.warning("%s: no per-segment scorecard", e)
-        summary.scorecard = scorecard
-    stop = {"flag": False}
+    summary = RunSummary()
     notifier = Notifier()  # systemd Type=notify: READY, WATCHDOG per frame loop, STOPPING (no-op elsewhere)
-    summary.watchdog = Watchdog(notifier)
+    session = Session(config, pipeline, summary=summary, scorecard=scorecard, watchdog=Watchdog(notifier))
+    stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
-        stop["flag"] = True  # finish the current frame, then write the summary
+        stop.set()  # finish the current frame, then write the summary
 
     # Ctrl+C finishes the current frame and still writes the summary (signals only work on the main thread)
     main_thread = threading.current_thread() is threading.main_thread()
     old_handler = signal.signal(signal.SIGINT, on_signal) if main_thread else None
     old_term = signal.signal(signal.SIGTERM, on_signal) if main_thread else None  # systemd stops with SIGTERM
     started = time.perf_counter()
+    feed = open_feed(source, config)
     try:
-        writer = JsonlWriter(config.output) if config.output else None
-        audit = AuditLog(config.audit_log, save_crops=config.save_crops, crops_dir=config.crops_dir,
-                         retention=config.crops_retention) if config.audit_log else None
+        session.writer = JsonlWriter(config.output) if config.output else None
+        session.audit = open_audit_log(config)
         notifier.ready(f"scoring {config.source_spec}")
-        if source.is_live:
-            _loop_live(config, source, pipeline, writer, audit, summary, stop)
-        else:
-            while not stop["flag"] and (config.max_frames is None or summary.frames < config.max_frames):
-                frame = source.read()
-                if frame is None:
-                    break
-                _handle(pipeline.process(frame.image, frame.t, frame.index), pipeline, writer, audit, summary)
+        session.run(feed, stop, max_frames=config.max_frames)
     except OSError as e:
         raise BadInput(str(e)) from e
     finally:
+        feed.stop()
         if main_thread:
             signal.signal(signal.SIGINT, old_handler)
             signal.signal(signal.SIGTERM, old_term)
         notifier.stopping()
         notifier.close()
         summary.wall_s = time.perf_counter() - started
-        for closable in (writer, audit, pipeline, source):
-            if closable is not None:
-                closable.close()
+        writer = session.writer
+        session.close()
+        source.close()
     if summary.frames == 0 and summary.no_signal == 0:
         raise BadInput(f"source {config.source_spec!r} produced no frames")
     out = sys.stderr if config.output == "-" else sys.stdout  # stdout carries the records then
@@ -255,57 +248,6 @@ def display_problem(environ: "dict[str, str] | None" = None, platform: str | Non
             "score photos with --images PATH (or start a virtual display: xvfb-run -a followed by this command)")
 
 
-def _handle(result, pipeline, writer, audit, summary) -> None:
-    watchdog = getattr(summary, "watchdog", None)
-    if watchdog is not None:
-        watchdog.alive()  # a frame (or a no-signal status) went through: the loop is not hung
-    summary.add(result)
-    if getattr(summary, "scorecard", None) is not None:
-        summary.scorecard.add(result)
-    if result.status != "ok":
-        return
-    if writer is not None:
-        writer.write(result)
-    if audit is not None:
-        audit.record(result, pipeline.last_crops)
-    if not getattr(summary, "first_verdict_marked", False):  # the first record is written: the user sees it
-        summary.first_verdict_marked = True
-        from . import startup
-        startup.mark("first verdict")
-        log.info("%s", startup.summary())
-        for tid in pipeline.ended_tracks:
-            audit.forget(tid)
-
-
-def _loop_live(config, source, pipeline, writer, audit, summary, stop) -> None:
-    """Cameras and streams: a capture thread keeps the newest frame; every delivered frame is scored."""
-    reader = LatestFrameReader(source, backoff_s=config.reopen_backoff_s, backoff_max_s=config.reopen_backoff_max_s,
-                               no_signal_after_s=config.no_signal_after_s).start()
-    outages = 0
-    reported = False  # a "no signal" was recorded since the last frame (one per outage or stall)
-    try:
-        while not stop["flag"] and (config.max_frames is None or summary.frames < config.max_frames):
-            frame = reader.latest(timeout=0.2)
-            if getattr(summary, "watchdog", None) is not None:
-                summary.watchdog.alive()  # the loop runs (also while the camera is away and being reopened)
-            lost = reader.outages > outages  # the camera was lost since the last frame (it may be back already)
-            stalled = frame is None and reader.status == "no signal"  # a read blocked longer than no_signal_after_s
-            outages = reader.outages
-            if (lost or stalled) and not reported:
-                reported = True
-                log.warning("no signal from %r", config.source_spec)
-                _handle(pipeline.status_result(-1, time.monotonic(), "no signal"), pipeline, writer, audit, summary)
-            if frame is not None and reader.status == "ok":  # delivered after the outage, not a stale one
-                reported = False
-            if frame is None:
-                if reader.status in ("end of stream", "stopped"):
-                    break
-                continue
-            _handle(pipeline.process(frame.image, frame.t, frame.index), pipeline, writer, audit, summary)
-    finally:
-        reader.stop()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``main.py``: returns the process exit code (0 ok, 2 bad input, 1 runtime failure)."""
     try:
@@ -318,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:  # before Qt is imported: Qt itself would abort the process (exit 134)
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from .logs import setup_logging
+    from .ops.logs import setup_logging
     from .quiet import prepare_process
 
     prepare_process()  # before mediapipe is imported (see liveness_app/quiet.py)
@@ -335,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: image scoring failed: {e}", file=sys.stderr)
             return EXIT_RUNTIME
     if args.check:
-        from .health import exit_code, format_checks, run_checks
+        from .ops.health import exit_code, format_checks, run_checks
 
         checks = run_checks(config)
         print(format_checks(checks))

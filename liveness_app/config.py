@@ -4,49 +4,8 @@ The TOML file uses the same keys as the command-line flags (``max_faces`` or ``m
 optional tables ``[smoothing]``, ``[quality]``, ``[tracking]``, ``[detector]``, ``[capture]``, ``[audit]`` and
 ``[ui]`` are accepted too and flattened (their keys are the field names below). Flags override the file.
 
-Every constant of the real-time engine lives here with its documented default:
-
-========================  =========  ==========================================================================
-key                       default    meaning
-========================  =========  ==========================================================================
-source                    None       camera index, video file, image folder or stream URL (None: camera 0)
-loop                      False      restart a video file / image folder at its end
-model                     None       ``.safetensors`` checkpoint (None: the bundled default model)
-backend                   "auto"     scorer backend: auto | tensorrt | cuda | cpu (or openvino | onnxruntime | torch)
-max_faces                 4          faces scored per frame; beyond it the largest faces win
-output                    None       verdict JSONL path (headless)
-detector_model            assets/    mediapipe short-range face detector (``face_detection_short_range.tflite``)
-detector_min_confidence   0.5        detector minimum confidence (the crop contract of design.md)
-track_iou_min             0.3        minimum box IoU to continue a track
-track_max_missed          5          frames a track survives without a matching detection
-track_confirm_hits        3          a new face becomes a track (shown, written, counted) once it was detected in
-track_confirm_window      5          ... this many of its last ``track_confirm_window`` frames (1 of 1: at once)
-threshold                 None       centre of the hysteresis band (None: the threshold stored with the model)
-hysteresis                0.05       half-width of the band: enter attack at thr + h, leave it below thr - h
-ema_tau_s                 0.4        EMA time constant in seconds (weights decay by time, not by frames)
-min_evidence_frames       3          quality-passing observations a track needs before any verdict
-min_evidence_s            0.2        seconds between a track's first and latest counted observation, ditto
-min_face_px               40         quality gate: faces whose smaller box side is below this do not count
-min_sharpness             15.0       quality gate: variance of the Laplacian of the grey crop (at 128 px)
-                                     (rejects 1-3 % of the webcam/web-photo training crops, none of the rest)
-max_cutoff                0.2        quality gate: largest fraction of the 1.5x crop square that may lie outside
-                                     the frame (a face at the edge or too close to the camera)
-reopen_backoff_s          0.5        first wait before reopening a lost camera / stream (doubles each failure)
-reopen_backoff_max_s      8.0        longest wait between reopen attempts
-no_signal_after_s         1.0        a live source without a frame for this long reports "no signal"
-folder_fps                10.0       frame rate assigned to image folders (their timestamps are index / fps)
-audit_log                 None       JSONL log of verdict changes per track (time, track, verdict, score)
-save_crops                False      also save the face crop of each verdict change (privacy: off by default)
-crops_dir                 None       where crops go (None: ``crops/`` next to the audit log)
-crops_retention           500        most crop files kept; the oldest are deleted beyond it
-log_dir                   None       folder for logs (None: the user log folder of platformdirs)
-expert_weights            False      return MoE routing per face (for the UI; from the same model call)
-kiosk                     False      fullscreen unattended mode (UI)
-kiosk_exit_sequence       Ctrl+Shift+Q  key sequence that leaves kiosk mode (UI)
-headless / demo           False      run without a window / use the bundled demo video
-max_frames                None       stop after this many frames (tests, soak runs)
-log_level                 "INFO"     DEBUG | INFO | WARNING | ERROR
-========================  =========  ==========================================================================
+Every constant of the real-time engine is a field of ``AppConfig`` below, declared once with its default and
+meaning (ranges: ``_validate``); ``smoothing.SmoothingParams`` takes its defaults from here.
 """
 from __future__ import annotations
 
@@ -56,9 +15,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .assets import ASSETS_DIR
+from .ops.assets import ASSETS_DIR
 
-ASSETS = ASSETS_DIR  # the installed package's assets, else the checkout's assets/ (liveness_app/assets.py)
+ASSETS = ASSETS_DIR  # the installed package's assets, else the checkout's assets/ (liveness_app/ops/assets.py)
 DEFAULT_DETECTOR = ASSETS / "face_detection_short_range.tflite"
 DEMO_VIDEO = ASSETS / "demo.mp4"
 BACKENDS = ("auto", "tensorrt", "cuda", "cpu", "openvino", "onnxruntime", "torch")  # last 3: a CPU engine by name
@@ -72,43 +31,81 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class AppConfig:
-    """All settings of the app (see the module docstring for each key, its default and meaning)."""
+    """All settings of the app: each field's comment gives its meaning, the declaration its default."""
 
+    # camera index, video file, image folder or stream URL (None: camera 0)
     source: str | int | None = None
+    # restart a video file / image folder at its end
     loop: bool = False
+    # ``.safetensors`` checkpoint (None: the bundled default model)
     model: str | None = None
+    # scorer backend: auto | tensorrt | cuda | cpu (or openvino | onnxruntime | torch)
     backend: str = "auto"
+    # faces scored per frame; beyond it the largest faces win
     max_faces: int = 4
+    # verdict JSONL path (headless)
     output: str | None = None
+    # mediapipe short-range face detector (``face_detection_short_range.tflite``)
     detector_model: str = str(DEFAULT_DETECTOR)
+    # detector minimum confidence (the face-crop contract: README "How it works")
     detector_min_confidence: float = 0.5
+    # minimum box IoU to continue a track
     track_iou_min: float = 0.3
+    # frames a track survives without a matching detection
     track_max_missed: int = 5
+    # a new face becomes a track (shown, written, counted) once it was detected in this many of
     track_confirm_hits: int = 3
+    # ... its last track_confirm_window frames (1 of 1: at once)
     track_confirm_window: int = 5
+    # centre of the hysteresis band (None: the threshold stored with the model)
     threshold: float | None = None
+    # half-width of the band: enter attack at thr + h, leave it below thr - h
     hysteresis: float = 0.05
+    # EMA time constant in seconds (weights decay by time, not by frames)
     ema_tau_s: float = 0.4
+    # quality-passing observations a track needs before any verdict
     min_evidence_frames: int = 3
+    # seconds between a track's first and latest counted observation before any verdict
     min_evidence_s: float = 0.2
+    # quality gate: faces whose smaller box side is below this do not count
     min_face_px: float = 40.0
+    # quality gate: variance of the Laplacian of the grey crop (at 128 px); rejects 1-3 % of the webcam /
+    # web-photo training crops, none of the rest
     min_sharpness: float = 15.0
+    # quality gate: largest fraction of the 1.5x crop square that may lie outside the frame (a face at the edge
+    # or too close to the camera)
     max_cutoff: float = 0.2
+    # first wait before reopening a lost camera / stream (doubles each failure)
     reopen_backoff_s: float = 0.5
+    # longest wait between reopen attempts
     reopen_backoff_max_s: float = 8.0
+    # a live source without a frame for this long reports "no signal"
     no_signal_after_s: float = 1.0
+    # frame rate assigned to image folders (their timestamps are index / fps)
     folder_fps: float = 10.0
+    # JSONL log of verdict changes per track (time, track, verdict, score)
     audit_log: str | None = None
+    # also save the face crop of each verdict change (privacy: off by default)
     save_crops: bool = False
+    # where crops go (None: ``crops/`` next to the audit log)
     crops_dir: str | None = None
+    # most crop files kept; the oldest are deleted beyond it
     crops_retention: int = 500
+    # folder for logs (None: the user log folder of platformdirs)
     log_dir: str | None = None
+    # return MoE routing per face (for the UI; read from the same model call that scores it)
     expert_weights: bool = False
+    # fullscreen unattended mode (UI)
     kiosk: bool = False
+    # key sequence that leaves kiosk mode (UI)
     kiosk_exit_sequence: str = "Ctrl+Shift+Q"
+    # run without a window
     headless: bool = False
+    # use the bundled demo video
     demo: bool = False
+    # stop after this many frames (tests, soak runs)
     max_frames: int | None = None
+    # DEBUG | INFO | WARNING | ERROR
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:

@@ -1,4 +1,4 @@
-"""The face crop contract of design.md, and the quality gate measured on the same crop.
+"""The face crop contract of docs/architecture.md, and the quality gate measured on the same crop.
 
 Crop: a square of side 1.5 x max(box w, box h) centred on the box centre, the side clipped to min(frame H, W),
 shifted to lie inside the frame, resized to the model's input size (never hard-coded: pass

@@ -1,6 +1,6 @@
 """What a run leaves behind: the verdict JSONL, the audit log of verdict changes, and the run summary.
 
-- ``JsonlWriter``: one ``FrameResult.to_record()`` line per frame (design.md format); path ``-`` is standard
+- ``JsonlWriter``: one ``FrameResult.to_record()`` line per frame (docs/architecture.md format); path ``-`` is standard
   output (each line written at once, no fsync or rotation). Every line goes to the
   file in one ``os.write`` on an ``O_APPEND`` descriptor (no user-space buffer), so a killed process leaves only
   complete lines; the file is fsynced when a track's verdict changes (and every ``sync_every_s``) and rotated by

@@ -1,7 +1,9 @@
 """One frame in, one FrameResult out: detect -> track -> crop -> score (one batch) -> smooth.
 
-``Pipeline`` owns the detector, the tracker and one smoother per track; the scorer is passed in (any backend).
-It does no capture and no painting, so the GUI worker thread and the headless loop drive the same object.
+``Pipeline`` owns the detector, the tracker and one smoother per track; the scorer is passed in (a
+``types.Scorer``, any backend).
+It does no capture and no painting, so the GUI worker and the headless CLI drive the same object (through
+``session.Session``).
 ``update_settings`` may be called from another thread (a UI slider): changes apply from the next frame, and
 threshold / smoothing changes re-decide current verdicts at once.
 """
@@ -20,7 +22,7 @@ from .crop import Quality, assess_quality, crop_face
 from .detection import FaceDetector
 from .smoothing import SmoothingParams, TrackSmoother
 from .tracking import IoUTracker, keep_largest
-from .types import FaceBox, FrameResult, TrackResult
+from .types import FaceBox, FrameResult, Scorer, TrackResult
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ def as_bgr(image: np.ndarray) -> np.ndarray:
 
 def crop_faces(frame_bgr: np.ndarray, boxes: list[FaceBox], size: int,
                config: AppConfig) -> tuple[list[np.ndarray], list[Quality]]:
-    """The model's RGB crops (design.md crop contract, ``size`` px) of ``boxes`` in a BGR frame, and their quality.
+    """The model's RGB crops (docs/architecture.md crop contract, ``size`` px) of ``boxes`` in a BGR frame, and their quality.
 
     The one place where a frame's colour order is turned into the model's: crop in BGR (cheap), convert only
     the small crop to RGB. The real-time pipeline and single-image scoring (liveness_app/api.py) both use it.
@@ -70,7 +72,7 @@ def crop_faces(frame_bgr: np.ndarray, boxes: list[FaceBox], size: int,
 class Pipeline:
     """The real-time engine between a frame and a verdict (see the module docstring)."""
 
-    def __init__(self, config: AppConfig, scorer: Any, detector: FaceDetector | None = None):
+    def __init__(self, config: AppConfig, scorer: Scorer, detector: FaceDetector | None = None):
         self.config = config
         self.scorer = scorer
         self.input_size = int(scorer.input_size)
@@ -85,7 +87,7 @@ class Pipeline:
         self.ended_tracks: list[int] = []  # ids that ended during the latest process() call
 
     def _smoothing_params(self, c: AppConfig) -> SmoothingParams:
-        threshold = c.threshold if c.threshold is not None else float(getattr(self.scorer, "threshold", 0.5))
+        threshold = c.threshold if c.threshold is not None else float(self.scorer.threshold)
         return SmoothingParams(threshold=threshold, hysteresis=c.hysteresis, ema_tau_s=c.ema_tau_s,
                                min_evidence_frames=c.min_evidence_frames, min_evidence_s=c.min_evidence_s)
 
@@ -119,15 +121,13 @@ class Pipeline:
         experts = tokens = None
         if not crops:
             scores = np.zeros(0, np.float32)
-        elif c.expert_weights and hasattr(self.scorer, "score_with_routing"):
+        elif c.expert_weights:
             # scores and routing from one model call (the runtime exports the routing outputs)
             scores, experts, tokens = self.scorer.score_with_routing(crops)
             experts = np.asarray(experts, dtype=np.float32)  # faces x layers x experts
             tokens = np.asarray(tokens, dtype=np.float32)  # faces x layers x patches x experts
         else:
             scores = self.scorer.score(crops)
-            if c.expert_weights and hasattr(self.scorer, "expert_weights"):  # a scorer without the one-call form
-                experts = np.asarray(self.scorer.expert_weights(crops), dtype=np.float32)
         scores = np.asarray(scores, dtype=np.float32)
         if scores.shape != (len(crops),):
             raise RuntimeError(f"scorer returned {scores.shape} scores for {len(crops)} crops")

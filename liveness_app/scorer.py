@@ -1,11 +1,11 @@
-"""Batched face scoring: uint8 RGB crops -> P(attack), behind one interface whatever the backend.
+"""Batched face scoring: uint8 RGB crops -> P(attack), behind one interface (``types.Scorer``) whatever the backend.
 
-``create_scorer(model, backend)`` loads the weights and builds a ``models.runtime`` backend (tensorrt | cuda |
-cpu | auto, see models/runtime.py), giving it the shipped agreement crops (assets/agreement_crops.jpg) that
-guard reduced-precision runtimes; ``Scorer.score`` turns crops into the normalised batch with OpenCV and
-numpy (no per-crop torch calls) and runs it in one call. ``score_with_routing`` returns the MoE routing
-statistics from that same call (every runtime exports them), so the GUI's routing panel costs no second
-model pass. A Scorer may be shared between threads.
+``create_scorer(model, backend)`` loads the weights and builds a ``models.deploy.runtime`` backend (tensorrt | cuda |
+cpu | auto, see models/deploy/runtime.py), giving it the shipped agreement crops (assets/agreement_crops.jpg) that
+guard reduced-precision runtimes; ``RuntimeScorer.score`` turns crops into the normalised batch with
+``models.preprocess`` (the one preprocessing that training and evaluation use too) and runs it in one call.
+``score_with_routing`` returns the MoE routing statistics from that same call (every runtime exports them), so
+the GUI's routing panel costs no second model pass. A RuntimeScorer may be shared between threads.
 """
 from __future__ import annotations
 
@@ -13,57 +13,22 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 import models
-from models.runtime import Runtime, TorchRuntime, create_runtime, load_agreement_crops
+from models.deploy.runtime import Runtime, TorchRuntime, create_runtime, load_agreement_crops
 
-from .assets import ASSETS_DIR, verify_file
+from .ops.assets import ASSETS_DIR, verify_file
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = ASSETS_DIR / "liveness_default.safetensors"
-AGREEMENT_CROPS = ASSETS_DIR / "agreement_crops.jpg"  # guard of reduced-precision runtimes (models/runtime.py)
+AGREEMENT_CROPS = ASSETS_DIR / "agreement_crops.jpg"  # guard of reduced-precision runtimes (models/deploy/runtime.py)
 
 
-class CropPreprocessor:
-    """uint8 RGB crops (H W 3) -> float32 b 3 S S, (x / 255 - mean) / std, as one vectorised numpy pass.
-
-    Crops already at S x S (the cropper's contract) are only stacked; others are resized with OpenCV
-    (area averaging when shrinking, bilinear when enlarging).
-    """
-
-    def __init__(self, preprocessing: models.Preprocessing):
-        self.size = int(preprocessing.size)
-        std = np.asarray(preprocessing.std, dtype=np.float32)
-        mean = np.asarray(preprocessing.mean, dtype=np.float32)
-        self._scale = (1.0 / (255.0 * std)).astype(np.float32)  # 3: x * scale + offset == (x/255 - mean)/std
-        self._offset = (-mean / std).astype(np.float32)
-
-    def __call__(self, crops: "Sequence[np.ndarray] | np.ndarray") -> np.ndarray:
-        s = self.size
-        if isinstance(crops, np.ndarray) and crops.ndim == 3:
-            crops = crops[None]
-        if len(crops) == 0:
-            return np.zeros((0, 3, s, s), dtype=np.float32)
-        batch = np.empty((len(crops), s, s, 3), dtype=np.uint8)  # b S S 3
-        for i, c in enumerate(crops):
-            c = np.asarray(c)
-            if c.ndim != 3 or c.shape[2] != 3 or c.dtype != np.uint8 or c.shape[0] < 1 or c.shape[1] < 1:
-                raise ValueError(f"crop {i}: expected a uint8 RGB image H x W x 3, got {c.dtype} {c.shape}")
-            if c.shape[:2] != (s, s):
-                shrink = c.shape[0] > s or c.shape[1] > s
-                c = cv2.resize(c, (s, s), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-            batch[i] = c
-        x = batch.astype(np.float32)
-        x *= self._scale
-        x += self._offset
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # b S S 3 -> b 3 S S
-
-
-class Scorer:
-    """Scores face crops in one batched call. ``score(crops)`` -> float32 P(attack) per crop."""
+class RuntimeScorer:
+    """The app's ``types.Scorer``: a checkpoint on a ``models.deploy.runtime`` backend; ``score(crops)`` -> float32
+    P(attack) per crop in one batched call."""
 
     def __init__(self, checkpoint: models.Checkpoint, runtime: Runtime | None = None):
         self.checkpoint = checkpoint
@@ -76,7 +41,6 @@ class Scorer:
         self.runtime = runtime
         if self.runtime.input_size != self.input_size:
             raise ValueError(f"runtime input {self.runtime.input_size} px != checkpoint's {self.input_size} px")
-        self._prep = CropPreprocessor(checkpoint.preprocessing)
 
     @property
     def backend_name(self) -> str:
@@ -90,13 +54,13 @@ class Scorer:
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """uint8 RGB crops -> the normalised float32 batch b 3 S S the runtime takes."""
-        return self._prep(crops)
+        return models.preprocess(crops, self.preprocessing)
 
     def score(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """P(attack) per crop, float32, in one runtime call (split into batches of at most 16 inside)."""
         if len(crops) == 0:
             return np.zeros(0, dtype=np.float32)
-        return self.runtime(self._prep(crops))
+        return self.runtime(self.preprocess(crops))
 
     def score_with_routing(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(P(attack) per crop, expert shares crops x moe_layers x experts, token dispatch shares crops x
@@ -106,7 +70,7 @@ class Scorer:
         """
         if len(crops) == 0:
             return (np.zeros(0, np.float32), np.zeros((0, 0, 0), np.float32), np.zeros((0, 0, 0, 0), np.float32))
-        return self.runtime.run_routing(self._prep(crops))
+        return self.runtime.run_routing(self.preprocess(crops))
 
     def expert_weights(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """MoE routing share per expert: crops x moe_layers x experts (empty for a dense model).
@@ -142,12 +106,11 @@ def load_weights(model: "str | Path | models.Checkpoint | None") -> models.Check
 
 
 def create_scorer(model: "str | Path | models.Checkpoint | None" = None, backend: str = "auto",
-                  **runtime_options) -> Scorer:
-    """Load a checkpoint (default: the bundled model) and build the backend (see models.runtime).
+                  **runtime_options) -> RuntimeScorer:
+    """Load a checkpoint (default: the bundled model) and build the backend (see models.deploy.runtime).
 
     ``backend`` is auto | tensorrt | cuda | cpu (or openvino | openvino-int8 | openvino-bf16 | onnxruntime |
-    torch); a fallback is logged and
-    reported in ``Scorer.notice``. Raises FileNotFoundError / models.CheckpointError with a message fit for
+    torch); a fallback is logged and reported in ``RuntimeScorer.notice``. Raises FileNotFoundError / models.CheckpointError with a message fit for
     the user, ValueError for an unknown backend.
     """
     ckpt = load_weights(model)
@@ -159,7 +122,7 @@ def create_scorer(model: "str | Path | models.Checkpoint | None" = None, backend
             log.warning("agreement crops unusable (%s): reduced-precision backends are not tried", e)
     runtime_options.setdefault("defer_builds", True)  # a first start does not wait for the int8 quantisation
     runtime = create_runtime(ckpt, backend, **runtime_options)
-    scorer = Scorer(ckpt, runtime)
+    scorer = RuntimeScorer(ckpt, runtime)
     log.info("scorer %s on %s, input %d px, threshold %.3f", scorer.backend_name, runtime.device,
              scorer.input_size, scorer.threshold)
     return scorer

@@ -16,18 +16,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from .config import AppConfig
 from .types import Verdict
 
 
 @dataclass(frozen=True)
 class SmoothingParams:
-    """Constants of the smoother (defaults and meaning: liveness_app/config.py)."""
+    """Constants of the smoother; defaults and meaning: the fields of the same name in ``config.AppConfig``
+    (``threshold`` there defaults to the model's; 0.5 here is the plain midpoint)."""
 
     threshold: float = 0.5
-    hysteresis: float = 0.05
-    ema_tau_s: float = 0.4
-    min_evidence_frames: int = 3
-    min_evidence_s: float = 0.2
+    hysteresis: float = AppConfig.hysteresis
+    ema_tau_s: float = AppConfig.ema_tau_s
+    min_evidence_frames: int = AppConfig.min_evidence_frames
+    min_evidence_s: float = AppConfig.min_evidence_s
 
     @property
     def enter_attack(self) -> float:

@@ -4,11 +4,15 @@ Cameras and streams are read through ``cv2.VideoCapture`` and stamped with the m
 video files carry their own file timestamps (``CAP_PROP_POS_MSEC``), continued across loops so time never
 goes backwards; image folders are stamped ``index / folder_fps``. ``LatestFrameReader`` runs a source on its
 own thread and keeps only the newest frame (a slow model never makes frames queue up), reopening a lost
-camera with exponential back-off and reporting "no signal" meanwhile.
+camera with exponential back-off and reporting "no signal" meanwhile. ``PacedTap`` plays files and folders at
+their own frame rate and ``FrameMailbox`` holds the newest frame for the window; ``source_label`` and
+``list_cameras`` name and list sources for it.
 """
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -353,3 +357,104 @@ class LatestFrameReader:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+
+# --- display side: pacing and the newest frame for the window (Qt-free; ui.worker uses them) -------------
+class PacedTap(FrameSource):
+    """Wraps a source: hands every frame to ``on_frame`` and, for files and folders, paces reads to real time.
+
+    Pacing maps the frame's source time to wall time (frame at t plays ``t - t0`` seconds after the first),
+    waiting on ``stop`` so an abort ends the wait at once. When reading falls behind by more than
+    ``resync_s`` (a slow disk, a paused process) the clock is re-anchored instead of racing to catch up.
+    """
+
+    def __init__(self, inner: FrameSource, on_frame: Callable[[Frame], None], stop: threading.Event, *,
+                 pace: bool | None = None, resync_s: float = 0.5):
+        self.inner = inner
+        self.spec = inner.spec
+        self.is_live = inner.is_live
+        self.fps = inner.fps
+        self.on_frame = on_frame
+        self.stop = stop
+        self.pace = (not inner.is_live) if pace is None else pace
+        self.resync_s = resync_s
+        self._anchor: tuple[float, float] | None = None  # (source t, wall time) of the reference frame
+
+    def read(self) -> Frame | None:
+        frame = self.inner.read()
+        if frame is None or self.stop.is_set():
+            return frame
+        if self.pace:
+            now = time.monotonic()
+            if self._anchor is None or frame.t < self._anchor[0]:
+                self._anchor = (frame.t, now)
+            due = self._anchor[1] + (frame.t - self._anchor[0])
+            if due - now > 0:
+                self.stop.wait(due - now)  # returns early on abort
+            elif now - due > self.resync_s:
+                self._anchor = (frame.t, now)
+        self.on_frame(frame)
+        return frame
+
+    def reopen(self) -> bool:
+        self._anchor = None
+        return self.inner.reopen()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class FrameMailbox:
+    """Holds only the newest display frame; ``put`` returns True when the GUI should be told (latest wins).
+
+    The GUI is signalled once per ``take``: frames put while a signal is pending replace the waiting frame
+    silently, so a busy GUI never accumulates queued frames (counted in ``dropped``).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frame: Frame | None = None
+        self._pending = False
+        self.put_count = 0
+        self.dropped = 0
+
+    def put(self, frame: Frame) -> bool:
+        with self._lock:
+            self.put_count += 1
+            if self._pending:
+                self.dropped += 1
+            self._frame = frame
+            notify = not self._pending
+            self._pending = True
+            return notify
+
+    def take(self) -> Frame | None:
+        with self._lock:
+            self._pending = False
+            frame, self._frame = self._frame, None
+            return frame
+
+
+def source_label(spec: str | int) -> str:
+    """A short human label for a source spec ("camera 0", "demo.mp4", "folder faces/")."""
+    if isinstance(spec, int):
+        return f"camera {spec}"
+    p = Path(spec)
+    if p.is_dir():
+        return f"folder {p.name}/"
+    return p.name or str(spec)
+
+
+def list_cameras(max_index: int = 8) -> list[int]:
+    """Camera indices that look present, without opening them (opening a camera can take seconds).
+
+    Linux: the ``/dev/videoN`` nodes (V4L2 exposes metadata nodes too; those fail later to open and the UI
+    falls back to the demo with a message). Elsewhere nothing can be listed cheaply, so index 0 is offered.
+    """
+    if sys.platform.startswith("linux"):
+        found = []
+        for name in os.listdir("/dev") if os.path.isdir("/dev") else ():
+            if name.startswith("video") and name[5:].isdigit() and int(name[5:]) < max_index:
+                found.append(int(name[5:]))
+        return sorted(found)
+    return [0]

@@ -1,8 +1,10 @@
-"""Result records passed from the pipeline to the GUI, writers and tests (frozen: safe across threads)."""
+"""Records passed from the pipeline to the GUI, writers and tests (frozen: safe across threads), and the
+``Scorer`` interface the pipeline scores with."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -49,7 +51,7 @@ class FrameResult:
     dropped_faces: int = 0  # faces beyond max_faces that were not scored
 
     def to_record(self) -> dict:
-        """The JSONL verdict record of design.md."""
+        """The JSONL verdict record of docs/architecture.md."""
         return {
             "frame": self.index,
             "t": round(self.t, 4),
@@ -59,3 +61,41 @@ class FrameResult:
                        "smoothed": None if tr.smoothed is None else round(tr.smoothed, 5),
                        "verdict": tr.verdict} for tr in self.tracks],
         }
+
+
+NoticeLevel = Literal["info", "warning", "error"]
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Non-fatal news of a run for the window's message strip and the log.
+
+    ``topic`` says which message it replaces: "source" (demo fallback), "backend" (which backend runs, or a
+    fallback), "record" (verdict recording), "audit" (the audit log), "settings" (a rejected setting).
+    ``transient``: a confirmation that may disappear after a while (a saved recording).
+    """
+
+    topic: str
+    level: NoticeLevel
+    text: str
+    transient: bool = False
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What the Pipeline and the run session need of a scorer (liveness_app.scorer.create_scorer makes one;
+    tests pass fakes): P(attack) per uint8 RGB crop of ``input_size`` px, in one batched call."""
+
+    input_size: int
+    threshold: float  # the checkpoint's decision threshold (validation EER)
+    backend_name: str  # the runtime in use, shown in the status bar
+    notice: str  # why the backend differs from the one asked for, or which one auto chose; "" otherwise
+    model_path: "Path | None"
+
+    def score(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """float32 P(attack) per crop."""
+
+    def score_with_routing(self, crops: Sequence[np.ndarray]) -> "tuple[np.ndarray, np.ndarray, np.ndarray]":
+        """(P(attack), expert shares crops x moe_layers x experts, token dispatch crops x moe_layers x patches x
+        experts) from one model call; the routing arrays are empty for a dense model. Called only when the
+        config asks for routing (``expert_weights``)."""

@@ -4,10 +4,10 @@ Public API: ``create_model``, ``load_pretrained_clip``, ``tokenize``, ``save_che
 ``load_checkpoint``, ``LivenessScorer`` (model.scorer()), ``preprocess``. Sizes and FLOPs per crop:
 ``python -m models.info NAME_OR_CHECKPOINT``.
 """
-from .checkpoint import Checkpoint, CheckpointError, Preprocessing, load_checkpoint, load_model, save_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model, save_checkpoint
 from .clip import LaSoftMoECLIP, LivenessScorer, create_model
 from .config import ModelConfig, get_config, list_configs
-from .preprocess import preprocess
+from .preprocess import Preprocessing, preprocess
 from .pretrained import load_pretrained_clip
 from .tokenizer import tokenize
 

@@ -1,4 +1,4 @@
-"""Single-file safetensors checkpoints (design.md): weights + JSON metadata, never unpickled.
+"""Single-file safetensors checkpoints (docs/architecture.md "Checkpoint"): weights + JSON metadata, never unpickled.
 
 Metadata keys: ``format``, ``config`` (ModelConfig JSON), ``preprocessing`` ({size, mean, std}),
 ``prompts``, ``threshold`` (chosen on a validation split), ``data_card``, ``extra``, ``weights_sha256`` (over
@@ -22,6 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from .clip import LaSoftMoECLIP, create_model
 from .config import ModelConfig
+from .preprocess import Preprocessing
+from .tensors import key_fit, weights_digest
 
 FORMAT = "lasoftmoe-clip/1"
 _META_KEYS = {"format", "config", "preprocessing", "prompts", "threshold", "data_card", "extra", "weights_sha256"}
@@ -30,19 +32,6 @@ log = logging.getLogger(__name__)
 
 class CheckpointError(ValueError):
     """A checkpoint file that is missing, truncated, altered or of another architecture."""
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How a face crop becomes a model input: resize to ``size``, RGB in [0, 1], (x - mean) / std."""
-
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @classmethod
-    def from_config(cls, cfg: ModelConfig) -> "Preprocessing":
-        return cls(cfg.vision.image_size, tuple(cfg.mean), tuple(cfg.std))
 
 
 @dataclass
@@ -55,17 +44,6 @@ class Checkpoint:
     data_card: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
-
-
-def _weights_digest(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().contiguous().cpu()
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # reshape: 0-d tensors cannot be viewed as bytes
-    return h.hexdigest()
 
 
 def _metadata_digest(meta: dict[str, str]) -> str:
@@ -100,7 +78,7 @@ def save_checkpoint(path: str | Path, model: LaSoftMoECLIP, *, threshold: float 
         "threshold": repr(float(threshold)),
         "data_card": json.dumps(data_card or {}),
         "extra": json.dumps(extra or {}),
-        "weights_sha256": _weights_digest(tensors),
+        "weights_sha256": weights_digest(tensors),
     }
     meta["metadata_sha256"] = _metadata_digest(meta)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,13 +147,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, RuntimeError) as e:
         raise CheckpointError(f"{path}: unreadable or truncated weights ({e})") from e
-    if verify and _weights_digest(tensors) != meta.get("weights_sha256"):
+    if verify and weights_digest(tensors) != meta.get("weights_sha256"):
         raise CheckpointError(f"{path}: weights do not match the checksum in the file: it was altered or damaged")
     model = create_model(cfg)
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    missing, unexpected, wrong = key_fit(expected, tensors)
     if missing or unexpected or wrong:
         raise CheckpointError(f"{path}: weights do not fit its config {cfg.name!r}: missing {missing[:8]}, "
                               f"unexpected {unexpected[:8]}, wrong shape {wrong[:8]}")

@@ -1,7 +1,7 @@
 """CLIP towers with a La-SoftMoE branch in selected image blocks; OpenAI CLIP's parameter names.
 
 One class serves dense CLIP, Soft MoE CLIP and La-SoftMoE CLIP: the config's ``moe`` section decides
-(style.md item 3). Block: ``x = x + attn(ln_1(x)); h = ln_2(x); x = x + mlp(h) + moe(h)`` (paper.md).
+(docs/architecture.md, rule 2). Block: ``x = x + attn(ln_1(x)); h = ln_2(x); x = x + mlp(h) + moe(h)`` (docs/architecture.md "The model").
 Tensors are batch-first (b n d) inside; parameter names and shapes equal OpenAI's, so its state dicts load
 with a strict key check.
 """

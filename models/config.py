@@ -15,7 +15,7 @@ from typing import Any
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 
 WEIGHTINGS = ("softmax", "la-a", "la-b")
-STEMS = ("patch", "mobilenetv2")  # Soft MoE; La-SoftMoE reading A; reading B (paper.md)
+STEMS = ("patch", "mobilenetv2")  # Soft MoE; La-SoftMoE reading A; reading B (docs/architecture.md)
 DEFAULT_PROMPTS = ("This is an image of a live face", "This is an image of a fake face")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -1,7 +1,7 @@
 """Load official CLIP weights into our towers: OpenAI (state dict or TorchScript archive), open_clip, and
 Hugging Face ``CLIPModel`` (a ``save_pretrained`` folder or its weights file).
 
-Strict (style.md item 7): after the rename rules, every key of the file must exist in the model with the same
+Strict (docs/architecture.md, rule 4): after the rename rules, every key of the file must exist in the model with the same
 shape, and the only model keys allowed to stay missing are the new MoE parameters (a whole branch at a time).
 Afterwards the experts of every branch the file did not carry are upcycled from the freshly loaded MLPs and
 those branches start at zero, so the model computes exactly what the loaded CLIP computes.
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from .clip import LaSoftMoECLIP
+from .tensors import key_fit
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +192,7 @@ def load_pretrained_clip(model: LaSoftMoECLIP, path: str | Path) -> LoadReport:
         log.info("resizing %s from %s to %s", key, tuple(sd[key].shape), tuple(expected[key].shape))
         sd[key] = _resize_pos_embed(sd[key], expected[key].shape[0])
         resized = True
-    unexpected = sorted(set(sd) - set(expected))
-    missing = sorted(set(expected) - set(sd))
+    missing, unexpected, wrong_keys = key_fit(expected, sd)
     missing_bad = [k for k in missing if not _MOE_KEY.match(k)]
     # an MoE branch is either absent from the file (new: upcycled below) or complete (kept as loaded)
     moe_blocks = {int(_MOE_KEY.match(k).group(1)) for k in expected if _MOE_KEY.match(k)}
@@ -204,8 +204,7 @@ def load_pretrained_clip(model: LaSoftMoECLIP, path: str | Path) -> LoadReport:
             fresh.add(i)
         elif len(present) != len(block_keys):
             missing_bad += [k for k in block_keys if k not in sd]
-    wrong = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
-             for k in sorted(set(sd) & set(expected)) if sd[k].shape != expected[k].shape]
+    wrong = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}" for k in wrong_keys]
     if unexpected or missing_bad or wrong:
         raise ValueError(f"{path} ({fmt}) does not fit model {model.config.name!r}:\n"
                          f"  unexpected keys ({len(unexpected)}): {unexpected[:10]}\n"

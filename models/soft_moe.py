@@ -9,7 +9,7 @@ Axis letters used in the einsums below:
     Y_s = f_n(S_n)                                 (b n p d) expert k processes its own p slots
     Y = C Y_s                                      (b m d)   C: combine weights, one row per token
 
-The combine weights C are selected by ``weighting`` (paper.md):
+The combine weights C are selected by ``weighting`` (docs/architecture.md "The model"):
     softmax  C = softmax_s(L)                                    Soft MoE
     la-a     C = phi(IN(X) W) . phi(t l2norm(Phi)) / sum         La-SoftMoE reading A (linear attention;
                                                                  t = 1 or a learnable key scale)
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import WEIGHTINGS
+from .config import WEIGHTINGS, MoEConfig
 
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -78,10 +78,11 @@ class StackedExperts(nn.Module):
 
 
 class SoftMoE(nn.Module):
-    """Soft MoE layer with selectable combine weighting; input and output b m d."""
+    """Soft MoE layer with selectable combine weighting; input and output b m d (defaults: ``MoEConfig``'s)."""
 
     def __init__(self, dim: int, hidden: int, num_experts: int, slots_per_expert: int,
-                 weighting: str = "la-a", la_query_proj: bool = False, la_key_scale: float | None = None):
+                 weighting: str = MoEConfig.weighting, la_query_proj: bool = MoEConfig.la_query_proj,
+                 la_key_scale: float | None = MoEConfig.la_key_scale):
         super().__init__()
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting {weighting!r} not in {WEIGHTINGS}")

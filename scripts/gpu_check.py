@@ -9,10 +9,10 @@ For each variant (fp16 eager, fp16 + CUDA graphs, bf16 + CUDA graphs, fp16 + tor
 TensorRT FP16 when torch-tensorrt imports; TensorRT INT8 is listed but not built, see below) it reports
 batch-1 latency (median / p95 ms, host array in, host probabilities out), crops/s at each batch, max
 |P - P_cpu_fp32| against torch eager fp32 on the CPU, the decision-agreement guard that the app applies to
-every reduced-precision runtime (models/runtime.py: same live / attack decision as CPU eager fp32 on >= 99.5 %
+every reduced-precision runtime (models/deploy/runtime.py: same live / attack decision as CPU eager fp32 on >= 99.5 %
 of the shipped agreement crops, |dP| <= 0.02; the threshold is the checkpoint's, or for fresh weights the
 median eager score on those crops, so that many sit near it), and the achieved FLOP rate as a fraction of the
-GPU's dense bf16 peak (FLOPs per crop from models.info.image_flops: 2 x multiply-adds). The scorer is built
+GPU's dense bf16 peak (FLOPs per crop from models.training.info.image_flops: 2 x multiply-adds). The scorer is built
 with its routing outputs, as the app exports it. Last, unless ``--no-launch``, launch to first verdict of the
 headless app on this machine (a cold start, then a second start; liveness_app.bench.launch_to_first_verdict).
 Results go to stdout and to JSON (``--json``, default $OUT/gpu_check.json when $OUT is set), written after
@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import models  # noqa: E402
-from models import runtime as rt  # noqa: E402
-from models.export import example_input  # noqa: E402
-from models.info import image_flops  # noqa: E402
+from models.deploy import runtime as rt  # noqa: E402
+from models.deploy.export import example_input  # noqa: E402
+from models.training.info import image_flops  # noqa: E402
 
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' data sheets (SXM parts).
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "H800": 989.0, "A100": 312.0, "A800": 312.0, "L40S": 362.0,

@@ -7,7 +7,7 @@ The crops are cut from the bundled demo clip (assets/demo.mp4: all four segments
 swap) exactly as the app cuts them: the mediapipe short-range FaceDetector in VIDEO mode (minimum confidence
 0.5), the largest face of a frame, the design.md crop contract (liveness_app.pipeline.crop_faces) at the
 bundled model's input size, RGB. Every ``--every``-th frame is kept. The crops are tiled row-major into one
-JPEG mosaic, ``--cols`` tiles per row, each tile ``--size`` px square; ``models.runtime.load_agreement_crops``
+JPEG mosaic, ``--cols`` tiles per row, each tile ``--size`` px square; ``models.deploy.runtime.load_agreement_crops``
 cuts the mosaic back into crops; the tiles of a partial last row are left black, and the loader drops
 all-black tiles.
 

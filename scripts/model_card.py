@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import models  # noqa: E402
-from models.info import describe  # noqa: E402
+from models.training.info import describe  # noqa: E402
 
 
 def pct(v) -> str:

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import models  # noqa: E402
-from models import data as fdata  # noqa: E402
-from models.augment import EvalTransform  # noqa: E402
+from models.training import data as fdata  # noqa: E402
+from models.training.augment import EvalTransform  # noqa: E402
 
 
 def routing_stats(model: models.LaSoftMoECLIP, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

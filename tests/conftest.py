@@ -7,8 +7,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import atexit, shutil, tempfile  # noqa: E401,E402
 
 # Everything a run writes outside pytest's own temp folders goes under one folder of the system temp dir,
-# removed when the run ends: the backends' export cache (models/runtime.py), the log folder
-# (liveness_app/logs.py) and a home folder. HOME and the XDG folders point there, for this process and every
+# removed when the run ends: the backends' export cache (models/deploy/runtime.py), the log folder
+# (liveness_app/ops/logs.py) and a home folder. HOME and the XDG folders point there, for this process and every
 # process a test starts, so that no library (matplotlib's font cache, OpenVINO's or ONNX Runtime's telemetry
 # ids, Qt, pip) writes into the user's home. A run that was killed cannot remove its folder: the next run
 # removes the folders of runs whose process is gone.

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from liveness_app import assets
+from liveness_app.ops import assets
 
 
 def test_sha256_is_cached_per_file_change_and_a_change_is_seen(tmp_path, monkeypatch):

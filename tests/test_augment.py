@@ -1,4 +1,4 @@
-"""models.augment: shapes / dtypes, determinism under a seed, every op changes the image, label handling."""
+"""models.training.augment: shapes / dtypes, determinism under a seed, every op changes the image, label handling."""
 from __future__ import annotations
 
 import cv2
@@ -6,7 +6,7 @@ import matplotlib.cbook as cbook
 import numpy as np
 import pytest
 
-from models.augment import (EvalTransform, TrainAugment, augment_batch, border_mix, camera_response,
+from models.training.augment import (EvalTransform, TrainAugment, augment_batch, border_mix, camera_response,
                             colour_distortion, colour_jitter, gaussian_blur, jpeg, moire, self_blend, sensor_noise)
 
 
@@ -225,7 +225,7 @@ def test_train_augment_room_ops_are_off_by_default_and_use_the_partner(face):
 
 
 def test_blend_swap_pastes_the_donor_face_inside_and_keeps_the_surroundings():
-    from models.augment import blend_swap
+    from models.training.augment import blend_swap
 
     yy, xx = np.mgrid[0:160, 0:160]
     target = np.dstack([xx, yy, np.full_like(xx, 90)]).astype(np.uint8)  # smooth ramps
@@ -242,7 +242,7 @@ def test_blend_swap_pastes_the_donor_face_inside_and_keeps_the_surroundings():
 
 
 def test_train_augment_swap_blend_makes_attacks_and_needs_a_partner():
-    from models.augment import TrainAugment
+    from models.training.augment import TrainAugment
 
     img = np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8)
     aug = TrainAugment(128, p_swap_blend=1.0, p_self_blend=0.0, p_moire=0.0, p_colour_distortion=0.0, seed=0)
@@ -257,7 +257,7 @@ def test_train_augment_swap_blend_makes_attacks_and_needs_a_partner():
 
 
 def test_motion_blur_smears_along_one_direction_and_keeps_the_mean():
-    from models.augment import motion_blur
+    from models.training.augment import motion_blur
 
     img = np.zeros((96, 96, 3), np.uint8)
     img[48, 48] = 255  # a point: its smear is the kernel

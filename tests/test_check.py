@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 
 from liveness_app.config import AppConfig
-from liveness_app.health import Check, exit_code, format_checks, run_checks
+from liveness_app.ops.health import Check, exit_code, format_checks, run_checks
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""The face crop contract of design.md and the quality-gate measurements."""
+"""The face crop contract of docs/architecture.md and the quality-gate measurements."""
 import cv2
 import numpy as np
 import pytest

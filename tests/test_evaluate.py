@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import models
-from models import augment, evaluate
-from models import metrics as M
+from models.training import augment, evaluate
+from models.training import metrics as M
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,7 +96,7 @@ def _approx_equal(a, b, path="") -> None:
 def test_cli_subprocess_report_plots_and_scores(dataset, tmp_path):
     report, plots, scores_csv = tmp_path / "r.json", tmp_path / "plots", tmp_path / "scores.csv"
     env = dict(os.environ, LIVENESS_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "models.evaluate", "--model", str(dataset["ckpt"]),
+    proc = subprocess.run([sys.executable, "-m", "models.training.evaluate", "--model", str(dataset["ckpt"]),
                            "--manifest", str(dataset[160]), "--report", str(report), "--plots", str(plots),
                            "--scores-csv", str(scores_csv), "--backend", "torch", "--threads", "1",
                            "--batch-size", "5", "--workers", "2"],
@@ -115,7 +115,7 @@ def test_cli_subprocess_report_plots_and_scores(dataset, tmp_path):
     for n in names:
         im = cv2.imread(str(plots / n))
         assert im is not None and im.shape[0] > 200 and im.shape[1] > 200 and im.std() > 5, n
-    # the JSON metrics are models.metrics.report of the scores CSV, and the CSV joins with the manifest
+    # the JSON metrics are models.training.metrics.report of the scores CSV, and the CSV joins with the manifest
     rows, scores = _read_scores(scores_csv)
     with open(dataset[160], newline="") as f:
         man = list(csv.DictReader(f))
@@ -147,11 +147,12 @@ def test_scores_equal_direct_model_output(dataset, tmp_path, monkeypatch):
     ck = models.load_checkpoint(dataset["ckpt"])
     crops = [cv2.cvtColor(cv2.imread(str(dataset[32].parent / r["path"])), cv2.COLOR_BGR2RGB) for r in rows]
     with torch.inference_mode():
-        want = ck.model.scorer()(models.preprocess(crops, ck.preprocessing)).numpy()
+        want = ck.model.scorer()(torch.from_numpy(models.preprocess(crops, ck.preprocessing))).numpy()
     np.testing.assert_allclose(scores, want, atol=1e-5)
     # a channel swap would change them: the check above can fail
     with torch.inference_mode():
-        swapped = ck.model.scorer()(models.preprocess([c[:, :, ::-1].copy() for c in crops], ck.preprocessing)).numpy()
+        swapped = ck.model.scorer()(torch.from_numpy(models.preprocess([c[:, :, ::-1].copy() for c in crops],
+                                                                         ck.preprocessing))).numpy()
     assert np.abs(swapped - want).max() > 1e-4
 
 

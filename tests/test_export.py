@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import models
-from models import export as ex
+from models.deploy import export as ex
 
 
 def with_active_moe(model: models.LaSoftMoECLIP) -> models.LaSoftMoECLIP:

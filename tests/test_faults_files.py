@@ -12,9 +12,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from liveness_app import assets, cli
+from liveness_app import cli
 from liveness_app.config import AppConfig
-from liveness_app.health import run_checks
+from liveness_app.ops import assets
+from liveness_app.ops.health import run_checks
 from liveness_app.scorer import load_weights
 
 ROOT = Path(__file__).resolve().parent.parent

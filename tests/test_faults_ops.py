@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from liveness_app import cli
-from liveness_app.logs import setup_logging
-from liveness_app.sdnotify import Notifier, Watchdog, watchdog_interval_s
+from liveness_app.ops.logs import setup_logging
+from liveness_app.ops.sdnotify import Notifier, Watchdog, watchdog_interval_s
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,7 +96,7 @@ def test_log_files_rotate_in_the_configured_folder(tmp_path, monkeypatch):
     import logging
     import logging.handlers
 
-    monkeypatch.setattr("liveness_app.logs.MAX_BYTES", 2000)
+    monkeypatch.setattr("liveness_app.ops.logs.MAX_BYTES", 2000)
     path = setup_logging("INFO", str(tmp_path / "logs"))
     try:
         for i in range(200):

@@ -17,7 +17,8 @@ from liveness_app.config import AppConfig
 from liveness_app.outputs import JsonlWriter, RunSummary
 from liveness_app.pipeline import Pipeline, as_bgr
 from liveness_app.scorer import create_scorer
-from liveness_app.sources import LatestFrameReader, SourceError, VideoCaptureSource, open_source
+from liveness_app.session import Session, open_feed
+from liveness_app.sources import SourceError, VideoCaptureSource, open_source
 from media import FlakyCamera, face_image, make_image_folder
 
 
@@ -49,10 +50,12 @@ def test_unplugged_camera_headless_reports_no_signal_and_resumes(face_clip, scor
     source = VideoCaptureSource(0, capture_factory=camera)
     config = AppConfig(source=0, reopen_backoff_s=0.05, reopen_backoff_max_s=0.4, no_signal_after_s=0.1,
                        max_frames=20, output=str(tmp_path / "v.jsonl"))
-    summary, stop = RunSummary(), {"flag": False}
+    summary, stop = RunSummary(), threading.Event()
     caplog.set_level(logging.INFO)
     with Pipeline(config, scorer) as pipeline, JsonlWriter(config.output) as writer:
-        cli._loop_live(config, source, pipeline, writer, None, summary, stop)
+        feed = open_feed(source, config)
+        Session(config, pipeline, writer=writer, summary=summary).run(feed, stop, max_frames=config.max_frames)
+        feed.stop()
     source.close()
     assert summary.frames == 20 and summary.no_signal == 1  # the outage is recorded once, then frames resume
     # the real back-off: 2 refused opens then success; the waits double (0.05, 0.1, 0.2 s)
@@ -103,19 +106,21 @@ def test_stalled_stream_is_no_signal_and_the_loop_keeps_control(face_clip, score
 
     source = VideoCaptureSource("rtsp://example.invalid/stream", live=True, capture_factory=factory)
     config = AppConfig(reopen_backoff_s=0.05, no_signal_after_s=0.2)
-    summary, stop = RunSummary(), {"flag": False}
+    summary, stop = RunSummary(), threading.Event()
 
     def operator():  # stops the run once the stall was reported (or after a generous deadline on a slow machine)
         deadline = time.monotonic() + 15.0
         while summary.no_signal < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.3)  # a little longer: the stall must be reported once, not once per loop pass
-        stop["flag"] = True
+        stop.set()
 
     threading.Thread(target=operator, daemon=True).start()
     t0 = time.monotonic()
     with Pipeline(config, scorer) as pipeline:
-        cli._loop_live(config, source, pipeline, None, None, summary, stop)  # must return although read() hangs
+        feed = open_feed(source, config)
+        Session(config, pipeline, summary=summary).run(feed, stop)  # must return although read() hangs
+        feed.stop()
     elapsed = time.monotonic() - t0
     captures[0].release_stall.set()
     source.close()

@@ -99,7 +99,7 @@ def test_a_first_run_is_quiet_says_the_backend_at_info_and_writes_only_our_folde
     for noise in NATIVE_NOISE:
         assert noise not in proc.stderr, proc.stderr
     assert "WARNING" not in proc.stderr, proc.stderr
-    assert "INFO models.runtime: auto chose" in proc.stderr  # the choice is still said, as news
+    assert "INFO models.deploy.runtime: auto chose" in proc.stderr  # the choice is still said, as news
     photos = tmp_path / "photos"
     photos.mkdir()
     import cv2

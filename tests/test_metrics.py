@@ -1,4 +1,4 @@
-"""models.metrics: hand-computed cases (numbers worked out by hand in the comments), ties, sklearn agreement."""
+"""models.training.metrics: hand-computed cases (numbers worked out by hand in the comments), ties, sklearn agreement."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from models import metrics as M
+from models.training import metrics as M
 
 # Case A: live 0.1 0.2 0.3 0.4, attacks 0.35 0.6 0.7 0.8
 A_Y = [0, 0, 0, 0, 1, 1, 1, 1]

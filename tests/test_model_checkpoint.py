@@ -217,3 +217,19 @@ def test_no_header_byte_flip_loads_silently(trained, tmp_path):
         bad.write_bytes(bytes(flipped))
         with pytest.raises(CheckpointError):
             models.load_checkpoint(bad)
+
+
+def test_the_stored_weights_digest_is_the_shared_one(tmp_path):
+    """checkpoint.py and the export cache (runtime.fingerprint) hash tensors with one function: tensors.weights_digest."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from models.tensors import weights_digest
+
+    path = models.save_checkpoint(tmp_path / "m.safetensors", models.create_model("test-tiny"))
+    with safe_open(str(path), "pt") as f:
+        stored = f.metadata()["weights_sha256"]
+    tensors = load_file(str(path))
+    assert stored == weights_digest(tensors)
+    tensors[next(iter(tensors))] = tensors[next(iter(tensors))] + 1
+    assert stored != weights_digest(tensors)

@@ -1,4 +1,4 @@
-"""models.info: parameter counts and analytic FLOPs, cross-checked against torch's FlopCounterMode."""
+"""models.training.info: parameter counts and analytic FLOPs, cross-checked against torch's FlopCounterMode."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import models
 from models.config import ModelConfig, get_config
-from models.info import describe, image_flops, main
+from models.training.info import describe, image_flops, main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,7 +100,7 @@ def test_cli_errors(tmp_path, capsys):
 
 
 def test_module_entry_point():
-    r = subprocess.run([sys.executable, "-m", "models.info", "test-tiny", "--json"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "models.training.info", "test-tiny", "--json"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["params"]["moe"] > 0

@@ -56,7 +56,7 @@ def test_soft_moe_shapes_and_routing_sums(weighting, kw):
 
 @pytest.mark.parametrize("weighting,kw", WEIGHTING_CASES, ids=IDS)
 def test_soft_moe_matches_a_loop_reference(weighting, kw):
-    """The einsum forward equals a plain per-expert loop written from paper.md's equations."""
+    """The einsum forward equals a plain per-expert loop written from the equations in docs/architecture.md and soft_moe.py."""
     moe = layer(weighting, **kw)
     x = torch.randn(2, 9, 16)
     dispatch, combine = moe.routing(x)
@@ -219,7 +219,7 @@ def test_prompt_features_cache_follows_mode_and_weights():
 
 
 def test_paper_config_geometry():
-    """The paper's configuration (paper.md): ViT-B/16 at 224 px, La-SoftMoE in all 12 blocks, 4 x 49 slots."""
+    """The paper's configuration (docs/architecture.md "The model"): ViT-B/16 at 224 px, La-SoftMoE in all 12 blocks, 4 x 49 slots."""
     cfg = get_config("ViT-B-16")
     assert (cfg.vision.image_size, cfg.vision.patch_size, cfg.vision.width, cfg.vision.layers,
             cfg.vision.heads) == (224, 16, 768, 12, 12)

@@ -136,7 +136,7 @@ def test_stem_model_checkpoint_round_trip_and_export(tmp_path):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(ck.model.predict_proba(x), model.predict_proba(x), atol=1e-6)
-    from models.runtime import OnnxRuntimeRuntime, OpenVINORuntime, verify
+    from models.deploy.runtime import OnnxRuntimeRuntime, OpenVINORuntime, verify
 
     scorer = ck.model.scorer().eval()
     for kind in (OpenVINORuntime, OnnxRuntimeRuntime):
@@ -171,7 +171,7 @@ def test_key_scale_makes_la_a_combine_weights_differ_between_slots():
 
 
 def test_fresh_experts_are_independent_and_keep_the_branch_closed():
-    from models.train import fresh_experts
+    from models.training.train import fresh_experts
 
     d = get_config("test-tiny").to_dict()
     d["moe"].update(layers=[1], weighting="la-a")

@@ -87,7 +87,7 @@ def test_the_wheel_carries_code_assets_and_the_command(installed):
         assert required in names, required
     assert not any(n.startswith("tests/") for n in names)
     code = ("import liveness_app, models, json\n"
-            "from liveness_app.assets import ASSETS_DIR, check_assets\n"
+            "from liveness_app.ops.assets import ASSETS_DIR, check_assets\n"
             "from models.tokenizer import VOCAB_PATH\n"
             "print(json.dumps({'pkg': liveness_app.__file__, 'models': models.__file__, 'assets': str(ASSETS_DIR),"
             " 'vocab': str(VOCAB_PATH), 'ok': all(s.ok for s in check_assets())}))")

@@ -32,7 +32,7 @@ def run_clip(pipeline, path, **src_kw):
 
 
 def validate_record(rec):
-    """The verdict JSONL schema of design.md."""
+    """The verdict JSONL schema of docs/architecture.md."""
     assert set(rec) == {"frame", "t", "faces"}
     assert isinstance(rec["frame"], int) and isinstance(rec["t"], float)
     for face in rec["faces"]:

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import models
-from models import export as ex
-from models import runtime as rt
+from models.deploy import export as ex
+from models.deploy import runtime as rt
 from test_export import _BrokenTensorRT, with_active_moe  # noqa: F401 (fixture helpers)
 
 HAS_CUDA = torch.cuda.is_available()
@@ -170,14 +170,14 @@ def test_tensorrt_agrees_and_its_engine_is_cached(ckpt, tmp_path):
 
 # --- liveness_app.scorer on top of the runtimes ----------------------------------------------------------
 def test_scorer_preprocesses_like_the_model_and_scores_like_eager(ckpt, tmp_path):
-    from liveness_app.scorer import Scorer
+    from liveness_app.scorer import RuntimeScorer
 
     s = ckpt.preprocessing.size
     rng = np.random.default_rng(0)
     crops = [rng.integers(0, 256, (s, s, 3), dtype=np.uint8) for _ in range(5)]
-    scorer = Scorer(ckpt, rt.create_runtime(ckpt, "cpu", cache_dir=tmp_path))
+    scorer = RuntimeScorer(ckpt, rt.create_runtime(ckpt, "cpu", cache_dir=tmp_path))
     x = scorer.preprocess(crops)
-    ref_x = models.preprocess(crops, ckpt.preprocessing).numpy()
+    ref_x = models.preprocess(crops, ckpt.preprocessing)
     assert x.shape == (5, 3, s, s) and x.dtype == np.float32 and x.flags.c_contiguous
     np.testing.assert_allclose(x, ref_x, atol=1e-5)
     got = scorer.score(crops)
@@ -360,7 +360,7 @@ def test_a_first_start_builds_int8_in_a_detached_process_and_does_not_wait_for_i
 _RELEASED_ELSEWHERE = """
 import gc, os, signal, sys, threading
 import models
-from models import export as ex, runtime as rt
+from models.deploy import export as ex, runtime as rt
 
 ck = models.load_checkpoint(sys.argv[1])
 r = rt.create_runtime(ck, "openvino", cache_dir=sys.argv[2], check=False)

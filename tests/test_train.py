@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import models
-from models import data as fdata
-from models import train as trainer
+from models.training import data as fdata
+from models.training import train as trainer
 
 
 def _portrait() -> np.ndarray:
@@ -96,8 +96,8 @@ def test_cli_run_checkpoints_reload_and_resume(tmp_path):
     train = fdata.read_manifest(out / "train_manifest.csv")
     assert val and train and not ({s.group for s in val} & {s.group for s in train})
     # reloaded weights give the predictions the trainer's validation gave
-    x = models.preprocess([cv2.cvtColor(cv2.imread(str(s.path)), cv2.COLOR_BGR2RGB) for s in val[:4]],
-                          last.preprocessing)
+    x = torch.from_numpy(models.preprocess([cv2.cvtColor(cv2.imread(str(s.path)), cv2.COLOR_BGR2RGB)
+                                            for s in val[:4]], last.preprocessing))
     with torch.no_grad():
         p1 = last.model.predict_proba(x)
         p2 = models.load_checkpoint(out / "last.safetensors").model.scorer()(x)
@@ -117,7 +117,7 @@ def test_resume_without_a_run_is_a_clear_error(tmp_path, capsys):
 
 
 def test_hold_out_sources_keeps_whole_sources_and_families_apart(tmp_path):
-    from models.data import Sample, hold_out_sources
+    from models.training.data import Sample, hold_out_sources
 
     rows = [Sample(tmp_path / f"{src}-{i}.jpg", i % 2, "none" if i % 2 == 0 else "replay", src, f"{src}-g{i % 3}")
             for src in ("cvzc-a", "cvzc-b", "pyis-x", "nuaa") for i in range(6)]
@@ -131,7 +131,7 @@ def test_hold_out_sources_keeps_whole_sources_and_families_apart(tmp_path):
 def test_border_mix_partner_is_same_label_other_source():
     import random
 
-    from models.train import CropDataset
+    from models.training.train import CropDataset
 
     images = np.stack([np.full((16, 16, 3), v, np.uint8) for v in range(8)])
     labels = np.array([0, 0, 1, 1, 0, 0, 1, 1])
@@ -142,7 +142,7 @@ def test_border_mix_partner_is_same_label_other_source():
         seen.append((int(img[0, 0, 0]), label, None if partner is None else int(partner[0, 0, 0])))
         return img, label
 
-    ds = CropDataset(images, labels, transform, (0, 0, 0), (1, 1, 1), sources=sources)
+    ds = CropDataset(images, labels, transform, models.Preprocessing(16, (0, 0, 0), (1, 1, 1)), sources=sources)
     random.seed(0)
     for i in range(len(ds)):
         for _ in range(5):

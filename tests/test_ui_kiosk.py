@@ -35,7 +35,7 @@ def make_kiosk(qtbot):
         extra = {"demo_video": demo_video} if demo_video else {}
         if source_factory is not None:
             extra["source_factory"] = source_factory
-        controller = WorkerController(scorer_factory=torch_scorer, **extra)
+        controller = WorkerController(create_scorer=torch_scorer, **extra)
         k = KioskWindow(config, controller=controller)
         qtbot.addWidget(k, before_close_func=lambda w: w.request_exit())
         windows.append(k)

@@ -22,7 +22,7 @@ from liveness_app.ui.plots import ScoreHistory, ScorePlot  # noqa: E402
 from liveness_app.ui.settings import SettingsStore  # noqa: E402
 from liveness_app.ui.style import VERDICT_COLORS  # noqa: E402
 from liveness_app.ui.video_view import VideoView, bgr_to_qimage  # noqa: E402
-from liveness_app.ui.worker import FrameMailbox, PacedTap  # noqa: E402
+from liveness_app.sources import FrameMailbox, PacedTap  # noqa: E402
 
 
 def _track(tid: int, x: float, y: float, side: float, verdict: str = "live", smoothed: float | None = 0.2,

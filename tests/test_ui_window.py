@@ -49,7 +49,7 @@ def make_window(qtbot, tmp_path):
     windows: list[MainWindow] = []
 
     def make(config: AppConfig, *, factory=torch_scorer, demo_video=None) -> MainWindow:
-        controller = WorkerController(scorer_factory=factory, **({"demo_video": demo_video} if demo_video else {}))
+        controller = WorkerController(create_scorer=factory, **({"demo_video": demo_video} if demo_video else {}))
         window = MainWindow(config, settings=SettingsStore(tmp_path / "settings.ini"), controller=controller)
         window.snapshot_dir = tmp_path / "snapshots"
         qtbot.addWidget(window)

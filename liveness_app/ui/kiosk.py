@@ -63,7 +63,7 @@ class KioskWindow(QWidget):
         c.frame_ready.connect(self._on_frame_ready)
         c.result_ready.connect(self._on_result)
         c.state_changed.connect(self._on_state)
-        c.notice.connect(lambda level, msg: log.info("kiosk notice (%s): %s", level, msg))
+        c.notice.connect(lambda n: log.info("kiosk notice (%s, %s): %s", n.topic, n.level, n.text))
         if fullscreen:
             screen = self.screen() or QGuiApplication.primaryScreen()
             if screen is not None:

@@ -19,13 +19,14 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QSplitter, QToolBar, QVBoxLayout, QWidget)
 
 from ..config import BACKENDS, DEMO_VIDEO, AppConfig, ConfigError
-from ..types import FrameResult
+from ..sources import list_cameras
+from ..types import FrameResult, Notice
 from .banner import Message, MessageStrip, VerdictBanner, describe, main_track
 from .experts_panel import ExpertsPanel
 from .plots import ScorePlot
 from .settings import SettingsStore
 from .video_view import VideoView
-from .worker import NO_CAMERA_DEMO, SHUTDOWN_WAIT_S, RunInfo, WorkerController, list_cameras
+from .worker import SHUTDOWN_WAIT_S, RunInfo, WorkerController
 
 log = logging.getLogger(__name__)
 
@@ -545,23 +546,13 @@ class MainWindow(QMainWindow):
         elif state == "running":
             self.banner.set_message(describe(self.last_result))
 
-    @Slot(str, str)
-    def _on_notice(self, level: str, message: str) -> None:
-        if message == NO_CAMERA_DEMO:
-            topic = "source"
-        elif message.lower().startswith(("record", "cannot record")):
-            topic = "record"
-            if message.startswith("Recording saved"):
-                self.messages.set(topic, message, level, expire_ms=10000)
-                return
-        elif message.lower().startswith("setting"):
-            topic = "settings"
-        else:
-            topic = "backend"
-            self.status_backend.setToolTip(message)
-            if level == "info":
+    @Slot(object)
+    def _on_notice(self, notice: Notice) -> None:
+        if notice.topic == "backend":
+            self.status_backend.setToolTip(notice.text)
+            if notice.level == "info":
                 return  # "auto chose X": the status bar says which; only a fallback is worth a message
-        self.messages.set(topic, message, level)
+        self.messages.set(notice.topic, notice.text, notice.level, expire_ms=10000 if notice.transient else None)
 
     @Slot(object)
     def _on_info(self, info: RunInfo) -> None:

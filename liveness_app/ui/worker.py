@@ -1,6 +1,6 @@
 """The bridge between the engine and the window: a worker QObject in a QThread, and its GUI-side controller.
 
-Threads (style.md item 9: the GUI thread only paints):
+Threads (docs/architecture.md, rule 5: the GUI thread only paints):
 
 - **capture** (``LatestFrameReader``'s thread): reads the source. Files and image folders are paced at their
   own frame rate (``PacedTap``), cameras come at camera rate. Every frame is handed to the display mailbox
@@ -18,19 +18,22 @@ with a timeout. Nothing here calls ``QThread.terminate`` or sleeps on the GUI th
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import QCoreApplication, QDeadlineTimer, QObject, Qt, QThread, QTimer, Signal, Slot
 
 from ..config import DEMO_VIDEO, AppConfig, ConfigError
-from ..sources import Frame, FrameSource, LatestFrameReader, SourceError, open_source
-from ..types import FrameResult
+from ..session import Session, open_audit_log, start_reader
+from ..sources import (Frame, FrameMailbox, FrameSource, LatestFrameReader, PacedTap, SourceError, open_source,
+                       source_label)
+from ..types import FrameResult, Notice, Scorer
+
+if TYPE_CHECKING:
+    from ..pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -40,83 +43,21 @@ NO_CAMERA_DEMO = "No camera found: playing the bundled demo"
 SHUTDOWN_WAIT_S = 0.8
 
 
-# ----------------------------------------------------------------------------------------------- capture side
-class PacedTap(FrameSource):
-    """Wraps a source: hands every frame to ``on_frame`` and, for files and folders, paces reads to real time.
-
-    Pacing maps the frame's source time to wall time (frame at t plays ``t - t0`` seconds after the first),
-    waiting on ``stop`` so an abort ends the wait at once. When reading falls behind by more than
-    ``resync_s`` (a slow disk, a paused process) the clock is re-anchored instead of racing to catch up.
-    """
-
-    def __init__(self, inner: FrameSource, on_frame: Callable[[Frame], None], stop: threading.Event, *,
-                 pace: bool | None = None, resync_s: float = 0.5):
-        self.inner = inner
-        self.spec = inner.spec
-        self.is_live = inner.is_live
-        self.fps = inner.fps
-        self.on_frame = on_frame
-        self.stop = stop
-        self.pace = (not inner.is_live) if pace is None else pace
-        self.resync_s = resync_s
-        self._anchor: tuple[float, float] | None = None  # (source t, wall time) of the reference frame
-
-    def read(self) -> Frame | None:
-        frame = self.inner.read()
-        if frame is None or self.stop.is_set():
-            return frame
-        if self.pace:
-            now = time.monotonic()
-            if self._anchor is None or frame.t < self._anchor[0]:
-                self._anchor = (frame.t, now)
-            due = self._anchor[1] + (frame.t - self._anchor[0])
-            if due - now > 0:
-                self.stop.wait(due - now)  # returns early on abort
-            elif now - due > self.resync_s:
-                self._anchor = (frame.t, now)
-        self.on_frame(frame)
-        return frame
-
-    def reopen(self) -> bool:
-        self._anchor = None
-        return self.inner.reopen()
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-class FrameMailbox:
-    """Holds only the newest display frame; ``put`` returns True when the GUI should be told (latest wins).
-
-    The GUI is signalled once per ``take``: frames put while a signal is pending replace the waiting frame
-    silently, so a busy GUI never accumulates queued frames (counted in ``dropped``).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._frame: Frame | None = None
-        self._pending = False
-        self.put_count = 0
-        self.dropped = 0
-
-    def put(self, frame: Frame) -> bool:
-        with self._lock:
-            self.put_count += 1
-            if self._pending:
-                self.dropped += 1
-            self._frame = frame
-            notify = not self._pending
-            self._pending = True
-            return notify
-
-    def take(self) -> Frame | None:
-        with self._lock:
-            self._pending = False
-            frame, self._frame = self._frame, None
-            return frame
-
-
 # ----------------------------------------------------------------------------------------------- worker side
+class RunSignals(QObject):
+    """The signals of a run, declared once: the worker emits them and the controller re-emits them."""
+
+    frame_ready = Signal()
+    result_ready = Signal(object)  # FrameResult
+    scorecard = Signal(object)  # {"segment": ..., "card": DemoScorecard.to_dict()}
+    state_changed = Signal(str, str)  # state, message
+    notice = Signal(object)  # types.Notice
+    info_ready = Signal(object)  # RunInfo
+    stats = Signal(object)  # dict of frame rates and drop counts
+
+    FORWARDED = ("frame_ready", "result_ready", "scorecard", "state_changed", "notice", "info_ready", "stats")
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """What the status bar shows about a run: source label, backend, model, model threshold, notices."""
@@ -129,56 +70,24 @@ class RunInfo:
     notices: tuple[str, ...] = field(default_factory=tuple)
 
 
-def source_label(spec: str | int) -> str:
-    """A short human label for a source spec ("camera 0", "demo.mp4", "folder faces/")."""
-    if isinstance(spec, int):
-        return f"camera {spec}"
-    p = Path(spec)
-    if p.is_dir():
-        return f"folder {p.name}/"
-    return p.name or str(spec)
-
-
-def list_cameras(max_index: int = 8) -> list[int]:
-    """Camera indices that look present, without opening them (opening a camera can take seconds).
-
-    Linux: the ``/dev/videoN`` nodes (V4L2 exposes metadata nodes too; those fail later to open and the UI
-    falls back to the demo with a message). Elsewhere nothing can be listed cheaply, so index 0 is offered.
-    """
-    if sys.platform.startswith("linux"):
-        found = []
-        for name in os.listdir("/dev") if os.path.isdir("/dev") else ():
-            if name.startswith("video") and name[5:].isdigit() and int(name[5:]) < max_index:
-                found.append(int(name[5:]))
-        return sorted(found)
-    return [0]
-
-
-class PipelineWorker(QObject):
-    """Owns the scorer, the source, the reader and the ``Pipeline``; lives in its own QThread.
+class PipelineWorker(RunSignals):
+    """Drives a ``Session`` (scorer, source, reader, ``Pipeline``, writers) from its own QThread.
 
     Signals (emitted from the worker or capture thread, delivered queued to the GUI):
     ``frame_ready()``: the mailbox has a newer frame (take it with ``take_frame``);
     ``result_ready(FrameResult)``: a scored frame; ``state_changed(state, message)`` with state one of
-    loading | running | no signal | end of stream | error | stopped; ``notice(level, message)`` for
-    non-fatal news (demo fallback, backend fallback, recording); ``info_ready(RunInfo)``;
+    loading | running | no signal | end of stream | error | stopped; ``notice(Notice)`` for non-fatal news
+    (demo fallback, backend fallback, recording, audit log, a rejected setting); ``info_ready(RunInfo)``;
     ``stats(dict)`` about twice a second (capture and scoring frame rates); ``finished()`` last of all.
     """
 
-    frame_ready = Signal()
-    result_ready = Signal(object)
-    scorecard = Signal(object)
-    state_changed = Signal(str, str)
-    notice = Signal(str, str)
-    info_ready = Signal(object)
-    stats = Signal(object)
     finished = Signal()
 
-    def __init__(self, config: AppConfig, *, scorer_factory: Callable[..., Any] | None = None,
+    def __init__(self, config: AppConfig, *, create_scorer: Callable[..., Scorer] | None = None,
                  source_factory: Callable[..., FrameSource] = open_source, demo_video: str | Path = DEMO_VIDEO):
         super().__init__()
         self.config = config
-        self._scorer_factory = scorer_factory  # create_scorer(model, backend=...) unless given
+        self._create_scorer = create_scorer  # scorer.create_scorer(model, backend=...) unless given
         self._open = source_factory  # open_source(spec, loop=..., folder_fps=...); tests put a fake camera here
         self.demo_video = Path(demo_video)
         self._stop = threading.Event()
@@ -186,17 +95,19 @@ class PipelineWorker(QObject):
         self._pending: dict[str, Any] = {}
         self._record_request: tuple[str | None] | None = None  # (path,) to start, (None,) to stop; None: no change
         self.mailbox = FrameMailbox()
-        self.pipeline: Any = None  # set in run(); read by tests once the worker is running
-        self.scorer: Any = None
+        self.pipeline: Pipeline | None = None  # set in run(); read by tests once the worker is running
+        self.scorer: Scorer | None = None
         self.reader: LatestFrameReader | None = None
-        self.recording_path: Path | None = None
+        self.session: Session | None = None
         self.state = "idle"
         self._error_message = ""
-        self._writer: Any = None
-        self._audit: Any = None  # outputs.AuditLog when config.audit_log is set (kiosks: who was judged what)
-        self.results_emitted = 0
         self._face_state = ""
-        self.demo_scorecard: Any = None  # demo.DemoScorecard while the demo clip (with its demo.json) plays
+        self._stats_at = (time.monotonic(), 0, 0)  # (time, frames put, frames scored) of the last stats
+
+    @property
+    def demo_scorecard(self) -> Any:
+        """demo.DemoScorecard while the demo clip (with its demo.json) plays, else None."""
+        return self.session.scorecard if self.session is not None else None
 
     # ------------------------------------------------------------------ thread-safe requests (any thread)
     def request_stop(self) -> None:
@@ -221,7 +132,7 @@ class PipelineWorker(QObject):
         """The newest display frame (GUI thread, on ``frame_ready``); None if it was already taken."""
         return self.mailbox.take()
 
-    # ------------------------------------------------------------------ the run loop (worker thread)
+    # ------------------------------------------------------------------ the run (worker thread)
     @Slot()
     def run(self) -> None:
         """Load, open, loop until stopped, clean up; every failure becomes a state, never an exception."""
@@ -233,11 +144,10 @@ class PipelineWorker(QObject):
         finally:
             if self.reader is not None:
                 self.reader.stop(timeout=1.0)
-            if self.pipeline is not None:
+            if self.session is not None:
+                self.session.close()
+            elif self.pipeline is not None:
                 self.pipeline.close()
-            for out in (self._writer, self._audit):
-                if out is not None:
-                    out.close()
             if self.state not in ("error",):
                 self._set_state("stopped", "Stopped")
             self.finished.emit()
@@ -254,46 +164,45 @@ class PipelineWorker(QObject):
             return
         label = source_label(spec) + (" (demo)" if is_demo else "")
         self.info_ready.emit(RunInfo(source=label, is_demo=is_demo, notices=tuple(notices)))
-        tap = PacedTap(source, self._on_frame, self._stop)
-        self.reader = LatestFrameReader(tap, backoff_s=c.reopen_backoff_s, backoff_max_s=c.reopen_backoff_max_s,
-                                        no_signal_after_s=c.no_signal_after_s).start()
+        self.reader = self._start_reader(source)
 
         # 2. The scorer and the pipeline (torch and mediapipe load here, off the GUI thread).
         self._set_state("loading", "Loading the model…")
         scorer, error = self._load_scorer()
         if self._stop.is_set():
             return
-        if scorer is not None and getattr(scorer, "notice", ""):
+        if scorer is not None and scorer.notice:
             notices.append(scorer.notice)
             # "auto chose X" is news; a backend asked for by name that could not start is a fallback
-            fallback = c.backend != "auto"  # models.runtime sets a named backend's notice only on a fallback
-            self.notice.emit("warning" if fallback else "info", scorer.notice)
+            fallback = c.backend != "auto"  # models.deploy.runtime sets a named backend's notice only on a fallback
+            self.notice.emit(Notice("backend", "warning" if fallback else "info", scorer.notice))
             (log.warning if fallback else log.info)("%s", scorer.notice)
         if scorer is not None:
             try:
                 with self._lock:
                     pending, self._pending = self._pending, {}
                 cfg = c.replace(**pending) if pending else c
-                self.pipeline = _make_pipeline(cfg, scorer)
+                from ..pipeline import Pipeline  # mediapipe import: only in the worker thread
+                self.pipeline = Pipeline(cfg, scorer)
                 self.config = cfg
             except (ConfigError, FileNotFoundError, ValueError, RuntimeError, ImportError) as e:
                 log.error("cannot start the face detector: %s", e)
                 error = f"Face detector could not start: {e}."
         self.info_ready.emit(RunInfo(
             source=label,
-            backend=getattr(scorer, "backend_name", "none") if scorer else "none",
+            backend=scorer.backend_name if scorer else "none",
             model=_model_label(scorer, c.model) if scorer else "not loaded",
-            threshold=getattr(scorer, "threshold", None) if scorer else None,
+            threshold=scorer.threshold if scorer else None,
             is_demo=is_demo, notices=tuple(notices)))
+        session = self.session = Session(self.config, self.pipeline, on_result=self._on_result,
+                                         on_status=self._on_status, on_notice=self.notice.emit)
         if c.audit_log and not error:
-            from ..outputs import AuditLog
             try:
-                self._audit = AuditLog(c.audit_log, save_crops=c.save_crops, crops_dir=c.crops_dir,
-                                       retention=c.crops_retention)
+                session.audit = open_audit_log(c)
                 log.info("audit log: %s", c.audit_log)
             except OSError as e:
                 log.error("cannot write the audit log %s: %s", c.audit_log, e)
-                self.notice.emit("error", f"Cannot write the audit log {c.audit_log}: {e}")
+                self.notice.emit(Notice("audit", "error", f"Cannot write the audit log {c.audit_log}: {e}"))
         if error:
             self._error_message = error + " Showing the video without verdicts."
             self._set_state("error", self._error_message)
@@ -301,7 +210,11 @@ class PipelineWorker(QObject):
             if is_demo and not self._start_demo(spec):
                 return
             self._set_state("running", "")
-        self._loop(self.pipeline is not None and error is None)
+        session.run(self.reader, self._stop, stop_at_end=False, max_failures=5, poll_s=0.05,
+                    between_frames=self._between_frames)
+
+    def _start_reader(self, source: FrameSource) -> LatestFrameReader:
+        return start_reader(PacedTap(source, self._on_frame, self._stop), self.config)
 
     def _start_demo(self, spec: str | int) -> bool:
         """The model is ready: play the demo clip from its first frame (it ran on while the model loaded, so the
@@ -323,21 +236,19 @@ class PipelineWorker(QObject):
             self._set_state("error", str(e))
             self.reader = None
             return False
-        tap = PacedTap(source, self._on_frame, self._stop)
-        self.reader = LatestFrameReader(tap, backoff_s=c.reopen_backoff_s, backoff_max_s=c.reopen_backoff_max_s,
-                                        no_signal_after_s=c.no_signal_after_s).start()
+        self.reader = self._start_reader(source)
         log.info("demo restarted from the beginning: the model is ready")
         truth = Path(str(spec)).with_suffix(".json")
-        if truth.is_file():
+        if truth.is_file() and self.session is not None:
             try:
-                self.demo_scorecard = DemoScorecard.load(truth)
+                self.session.scorecard = DemoScorecard.load(truth)
             except ValueError as e:
                 log.warning("%s: no demo scorecard", e)
         return True
 
-    def _load_scorer(self) -> tuple[Any, str | None]:
+    def _load_scorer(self) -> tuple[Scorer | None, str | None]:
         c = self.config
-        factory = self._scorer_factory
+        factory = self._create_scorer
         if factory is None:
             from ..scorer import create_scorer as factory  # torch import: only in the worker thread
         try:
@@ -352,8 +263,7 @@ class PipelineWorker(QObject):
             log.error("%s", msg)
             return None, msg
         self.scorer = scorer
-        log.info("scorer %s, input %s px, threshold %.3f", scorer.backend_name, getattr(scorer, "input_size", "?"),
-                 getattr(scorer, "threshold", float("nan")))
+        log.info("scorer %s, input %s px, threshold %.3f", scorer.backend_name, scorer.input_size, scorer.threshold)
         return scorer, None
 
     def _open_source(self, notices: list[str]) -> tuple[FrameSource | None, str | int, bool]:
@@ -380,7 +290,7 @@ class PipelineWorker(QObject):
             self._set_state("error", msg)
             return None, spec, False
         notices.append(NO_CAMERA_DEMO)
-        self.notice.emit("warning", NO_CAMERA_DEMO)
+        self.notice.emit(Notice("source", "warning", NO_CAMERA_DEMO))
         log.warning("%s (%s)", NO_CAMERA_DEMO, self.demo_video)
         return src, str(self.demo_video), True
 
@@ -405,63 +315,38 @@ class PipelineWorker(QObject):
         if self.mailbox.put(frame):
             self.frame_ready.emit()
 
-    def _loop(self, scoring: bool) -> None:
-        assert self.reader is not None
-        reader = self.reader
-        last_status = "ok"
-        failures = 0
-        t_stats = time.monotonic()
-        n_scored = 0
-        n_put = self.mailbox.put_count
-        while not self._stop.is_set():
-            self._apply_requests()
-            now = time.monotonic()
-            if now - t_stats >= 0.5:
-                dt = now - t_stats
-                self.stats.emit({"capture_fps": (self.mailbox.put_count - n_put) / dt, "scored_fps": n_scored / dt,
-                                 "display_dropped": self.mailbox.dropped, "capture_dropped": reader.frames_dropped})
-                t_stats, n_scored, n_put = now, 0, self.mailbox.put_count
-            frame = reader.latest(timeout=0.05) if scoring else None
-            if frame is None:
-                if not scoring:
-                    self._stop.wait(0.05)
-                status = reader.status
-                if status in ("end of stream", "stopped"):
-                    self._stop.wait(0.1)  # nothing more will come; idle until stopped
-                if status != last_status and status in ("no signal", "end of stream"):
-                    message = ("Camera signal lost: reconnecting…" if status == "no signal"
-                               else "End of the video")
-                    log.warning("%s (%s)", message, self.config.source_spec)
-                    self._set_state(status, message)
-                    last_status = status
-                elif status == "ok" and last_status != "ok":
-                    log.info("signal back from %r", reader.source.spec)
-                    self._set_state("running" if scoring else "error", "" if scoring else self._error_message)
-                    last_status = "ok"
-                continue
-            if last_status != "ok":
-                self._set_state("running", "")
-                last_status = "ok"
-            try:
-                result = self.pipeline.process(frame.image, frame.t, frame.index)
-                failures = 0
-            except Exception as e:  # one bad frame is logged and skipped; a persistent failure stops scoring
-                failures += 1
-                log.exception("processing frame %d failed", frame.index)
-                if failures >= 5:
-                    self._set_state("error", f"Scoring failed repeatedly: {e}. Showing the video without verdicts.")
-                    scoring = False
-                continue
-            n_scored += 1
-            self._record(result)
-            self._audit_record(result)
-            self._log_face_state(result)
-            self.results_emitted += 1
-            self.result_ready.emit(result)
-            if self.demo_scorecard is not None:
-                playing = self.demo_scorecard.add(result)
-                self.scorecard.emit({"segment": None if playing is None else playing.segment,
-                                     "card": self.demo_scorecard.to_dict()})
+    def _between_frames(self) -> None:
+        """Worker thread, at the top of every pass of the run loop: queued requests, then stats twice a second."""
+        self._apply_requests()
+        now = time.monotonic()
+        t, put, scored = self._stats_at
+        if now - t >= 0.5 and self.session is not None and self.reader is not None:
+            dt = now - t
+            self.stats.emit({"capture_fps": (self.mailbox.put_count - put) / dt,
+                             "scored_fps": (self.session.scored - scored) / dt,
+                             "display_dropped": self.mailbox.dropped, "capture_dropped": self.reader.frames_dropped})
+            self._stats_at = (now, self.mailbox.put_count, self.session.scored)
+
+    def _on_result(self, result: FrameResult) -> None:
+        self._log_face_state(result)
+        self.result_ready.emit(result)
+        session = self.session
+        if session is not None and session.scorecard is not None:
+            playing = session.playing
+            self.scorecard.emit({"segment": None if playing is None else playing.segment,
+                                 "card": session.scorecard.to_dict()})
+
+    def _on_status(self, status: str, detail: str) -> None:
+        scoring = self.session is not None and self.session.scoring
+        if status == "no signal":
+            self._set_state(status, "Camera signal lost: reconnecting…")
+        elif status == "end of stream":
+            self._set_state(status, "End of the video")
+        elif status == "error":
+            self._error_message = f"Scoring failed repeatedly: {detail}. Showing the video without verdicts."
+            self._set_state("error", self._error_message)
+        elif status == "ok":
+            self._set_state("running" if scoring else "error", "" if scoring else self._error_message)
 
     def _apply_requests(self) -> None:
         with self._lock:
@@ -476,55 +361,9 @@ class PipelineWorker(QObject):
                 log.info("settings: %s", ", ".join(f"{k}={v}" for k, v in sorted(pending.items())))
             except ConfigError as e:
                 log.warning("setting rejected: %s", e)
-                self.notice.emit("warning", f"Setting rejected: {e}")
-        if record is not None:
-            self._set_recording(record[0])
-
-    def _set_recording(self, path: str | None) -> None:
-        from ..outputs import JsonlWriter
-        old = self._writer
-        if old is not None:
-            old.close()
-            log.info("recording stopped: %s (%d lines)", old.path, old.lines)
-            self.notice.emit("info", f"Recording saved: {old.path} ({old.lines} frames)")
-        self._writer = None
-        self.recording_path = None
-        if path is None:
-            return
-        try:
-            self._writer = JsonlWriter(path)
-        except OSError as e:
-            log.error("%s", e)
-            self.notice.emit("error", f"Cannot record: {e}")
-            return
-        self.recording_path = Path(path)
-        log.info("recording verdicts to %s", path)
-        self.notice.emit("info", f"Recording verdicts to {path}")
-
-    def _record(self, result: FrameResult) -> None:
-        writer = self._writer
-        if writer is None:
-            return
-        try:
-            writer.write(result)
-        except OSError as e:
-            log.error("recording to %s failed: %s", writer.path, e)
-            self.notice.emit("error", f"Recording stopped: {e}")
-            writer.close()
-            self._writer = None
-
-    def _audit_record(self, result: FrameResult) -> None:
-        if self._audit is None:
-            return
-        try:
-            self._audit.record(result, self.pipeline.last_crops)
-            for tid in self.pipeline.ended_tracks:
-                self._audit.forget(tid)
-        except OSError as e:
-            log.error("audit log %s failed: %s; audit stopped", self._audit.path, e)
-            self.notice.emit("error", f"Audit log stopped: {e}")
-            self._audit.close()
-            self._audit = None
+                self.notice.emit(Notice("settings", "warning", f"Setting rejected: {e}"))
+        if record is not None and self.session is not None:
+            self.session.set_recording(record[0])
 
     def _log_face_state(self, result: FrameResult) -> None:
         """One log line when the face situation changes (no face / faces / too many), not one per frame."""
@@ -549,40 +388,26 @@ class PipelineWorker(QObject):
         self.state_changed.emit(state, message)
 
 
-def _model_label(scorer: Any, configured: str | None) -> str:
-    path = getattr(scorer, "model_path", None) or configured
+def _model_label(scorer: Scorer, configured: str | None) -> str:
+    path = scorer.model_path or configured
     return Path(path).name if path else "bundled model"
-
-
-def _make_pipeline(config: AppConfig, scorer: Any) -> Any:
-    from ..pipeline import Pipeline  # mediapipe import: only in the worker thread
-    return Pipeline(config, scorer)
 
 
 # ----------------------------------------------------------------------------------------------- GUI side
 _ALIVE: dict[int, tuple[QThread, "PipelineWorker"]] = {}  # started and not yet seen finished
 
 
-class WorkerController(QObject):
+class WorkerController(RunSignals):
     """Starts, restarts and stops ``PipelineWorker`` threads for the window (lives in the GUI thread).
 
-    It re-emits the current worker's signals, so the window connects once. ``restart`` never blocks: the old
+    It re-emits the current worker's ``RunSignals``, so the window connects once. ``restart`` never blocks: the old
     worker is asked to stop and the new one starts when the old thread has finished. ``shutdown`` is the only
     blocking call (closing the window), and it waits at most ``timeout_s``.
     """
 
-    frame_ready = Signal()
-    result_ready = Signal(object)
-    scorecard = Signal(object)
-    state_changed = Signal(str, str)
-    notice = Signal(str, str)
-    info_ready = Signal(object)
-    stats = Signal(object)
     stopped = Signal()
 
-    _FORWARDED = ("frame_ready", "result_ready", "scorecard", "state_changed", "notice", "info_ready", "stats")
-
-    def __init__(self, parent: QObject | None = None, *, scorer_factory: Callable[..., Any] | None = None,
+    def __init__(self, parent: QObject | None = None, *, create_scorer: Callable[..., Scorer] | None = None,
                  source_factory: Callable[..., FrameSource] = open_source, demo_video: str | Path = DEMO_VIDEO):
         super().__init__(parent)
         self._source_factory = source_factory
@@ -590,7 +415,7 @@ class WorkerController(QObject):
         self.thread: QThread | None = None
         self._retired: list[tuple[QThread, PipelineWorker]] = []  # stopping; kept referenced until finished
         self._next: AppConfig | None = None
-        self._scorer_factory = scorer_factory
+        self._create_scorer = create_scorer
         self.demo_video = demo_video
         self.settings: dict[str, Any] = {}  # live setting changes, re-applied to every new worker
         self.recording: str | None = None
@@ -610,7 +435,7 @@ class WorkerController(QObject):
             self._next = config
             self._retire()
             return
-        worker = PipelineWorker(config, scorer_factory=self._scorer_factory, source_factory=self._source_factory,
+        worker = PipelineWorker(config, create_scorer=self._create_scorer, source_factory=self._source_factory,
                                 demo_video=self.demo_video)
         if self.settings:
             worker.update_settings(**self.settings)
@@ -624,7 +449,7 @@ class WorkerController(QObject):
         _ALIVE[id(thread)] = (thread, worker)
         self.destroyed.connect(worker._stop.set)
         worker.moveToThread(thread)
-        for name in self._FORWARDED:
+        for name in self.FORWARDED:
             getattr(worker, name).connect(getattr(self, name))
         thread.started.connect(worker.run)
         # direct: QThread.quit is thread-safe, and a queued call would wait for a GUI thread blocked in shutdown()
@@ -643,7 +468,7 @@ class WorkerController(QObject):
         if self.worker is None or self.thread is None:
             return
         worker, thread = self.worker, self.thread
-        for name in self._FORWARDED:  # a stopping worker must not overwrite the next one's state
+        for name in self.FORWARDED:  # a stopping worker must not overwrite the next one's state
             try:
                 getattr(worker, name).disconnect(getattr(self, name))
             except (RuntimeError, TypeError):

@@ -17,8 +17,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .config import DEMO_VIDEO, AppConfig
-from .sources import SourceError, open_capture, open_source
+from ..config import DEMO_VIDEO, AppConfig
+from ..sources import SourceError, open_capture, open_source
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +86,14 @@ def check_assets() -> Check:
     ok = sum(s.ok for s in statuses)
     if unlisted:
         return Check("assets", "warn", f"{ok} verified; no recorded hash for {', '.join(unlisted)} "
-                                       "(run `python -m liveness_app.assets --write` and commit)")
+                                       "(run `python -m liveness_app.ops.assets --write` and commit)")
     return Check("assets", "ok", f"{ok} files match SHA256SUMS")
 
 
 def check_detector(config: AppConfig) -> Check:
     """The mediapipe face detector loads (after its hash check) and runs on one frame."""
     from .assets import verify_file
-    from .detection import FaceDetector
+    from ..detection import FaceDetector
 
     verify_file(config.detector_model)
     with FaceDetector(config.detector_model, config.detector_min_confidence) as det:
@@ -104,8 +104,8 @@ def check_detector(config: AppConfig) -> Check:
 def check_model_and_backend(config: AppConfig) -> list[Check]:
     """Load the model (hash, config, threshold), build the backend ``config.backend`` and score one batch."""
     from .assets import sha256_file
-    from .scorer import Scorer, load_weights
-    from models.runtime import create_runtime
+    from ..scorer import RuntimeScorer, load_weights
+    from models.deploy.runtime import create_runtime
 
     try:
         ckpt = load_weights(config.model)
@@ -118,7 +118,7 @@ def check_model_and_backend(config: AppConfig) -> list[Check]:
     try:
         t0 = time.perf_counter()
         runtime = create_runtime(ckpt, config.backend)
-        scorer = Scorer(ckpt, runtime)
+        scorer = RuntimeScorer(ckpt, runtime)
         s = ckpt.preprocessing.size
         scores = scorer.score([np.full((s, s, 3), 128, np.uint8)] * 2)
         if scores.shape != (2,) or not np.all(np.isfinite(scores)):

@@ -49,8 +49,9 @@ import numpy as np
 import torch
 
 from . import export as _export
-from .checkpoint import Checkpoint
-from .clip import LivenessScorer
+from ..checkpoint import Checkpoint
+from ..clip import LivenessScorer
+from ..tensors import weights_digest
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ AGREEMENT_MIN = 0.995
 AGREEMENT_MAX_DP = 0.02
 AGREEMENT_TILE = 128  # tile size of the agreement-crop mosaic (scripts/make_agreement_crops.py)
 # the checkout's copy; the app passes the installed package's (liveness_app.scorer.AGREEMENT_CROPS)
-DEFAULT_AGREEMENT_CROPS = Path(__file__).resolve().parent.parent / "assets" / "agreement_crops.jpg"
-_MODEL_CODE = ("clip.py", "soft_moe.py", "export.py")  # code whose change must invalidate cached exports
+DEFAULT_AGREEMENT_CROPS = Path(__file__).resolve().parents[2] / "assets" / "agreement_crops.jpg"
+_MODEL_CODE = ("clip.py", "soft_moe.py", "deploy/export.py")  # code whose change must invalidate cached exports
 
 
 def cache_root() -> Path:
@@ -82,7 +83,7 @@ def cache_root() -> Path:
 
 
 def fingerprint(module: LivenessScorer) -> str:
-    """sha256 over the scorer's tensors (name, dtype, shape, bytes) and the model code: what an export holds.
+    """sha256 over the model code and the scorer's tensors (``tensors.weights_digest``): what an export holds.
 
     Remembered on the module for the duration of one ``create_runtime`` (the cache key and the eager
     reference both need it; hashing 28 MB twice is start-up time), see ``_fingerprint_once``."""
@@ -90,14 +91,10 @@ def fingerprint(module: LivenessScorer) -> str:
     if memo is not None:
         return memo
     h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        t = t.detach().to("cpu", copy=False).contiguous().reshape(-1)  # 0-d tensors cannot be viewed as bytes
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # models/
     for f in _MODEL_CODE:
         h.update((here / f).read_bytes())
-    return h.hexdigest()
+    return weights_digest(module.state_dict(), h)
 
 
 def cache_key(module: LivenessScorer, runtime: str, versions: dict[str, str], max_batch: int,
@@ -162,19 +159,13 @@ def load_agreement_crops(path: "str | Path" = DEFAULT_AGREEMENT_CROPS, tile: int
 def agreement_batch(crops: np.ndarray, preprocessing) -> np.ndarray:
     """uint8 RGB crops -> the normalised float32 batch b 3 S S with the checkpoint's preprocessing.
 
-    Crops at the model's size are normalised in one numpy pass, (x / 255 - mean) / std; others go through
-    ``models.preprocess`` (resized there)."""
+    The one preprocessing of app, training and evaluation (``models.preprocess``)."""
+    from ..preprocess import preprocess
+
     crops = np.asarray(crops)
-    size = int(preprocessing.size)
     if crops.ndim != 4 or crops.shape[3] != 3 or crops.dtype != np.uint8:
         raise ValueError(f"agreement crops must be uint8 RGB n x S x S x 3, got {crops.dtype} {crops.shape}")
-    if crops.shape[1:3] != (size, size):
-        from .preprocess import preprocess
-        return np.ascontiguousarray(preprocess(list(crops), preprocessing).numpy(), dtype=np.float32)
-    mean = np.asarray(preprocessing.mean, np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(preprocessing.std, np.float32).reshape(1, 3, 1, 1)
-    x = crops.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
-    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+    return preprocess(crops, preprocessing)
 
 
 def _eager_p(module: LivenessScorer, x: np.ndarray, chunk: int = 16) -> np.ndarray:
@@ -635,7 +626,7 @@ def _build_in_background(checkpoint: Checkpoint, routing: bool, cache_dir: Path,
     import subprocess
     import sys
 
-    from .checkpoint import save_checkpoint
+    from ..checkpoint import save_checkpoint
 
     job = Path(tempfile.mkdtemp(prefix="int8-job-", dir=cache_dir))
     save_checkpoint(job / "model.safetensors", checkpoint.model, threshold=checkpoint.threshold)
@@ -643,16 +634,16 @@ def _build_in_background(checkpoint: Checkpoint, routing: bool, cache_dir: Path,
     (job / "job.json").write_text(json.dumps({"cache": str(cache_dir), "max_batch": max_batch, "threads": threads,
                                               "routing": routing}))
     with open(job / "build.log", "ab") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "models.runtime", "--build-int8", str(job)],
+        proc = subprocess.Popen([sys.executable, "-m", "models.deploy.runtime", "--build-int8", str(job)],
                                 stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
-                                cwd=str(Path(__file__).resolve().parent.parent))
+                                cwd=str(Path(__file__).resolve().parents[2]))
     log.info("int8 model: building in the background (pid %d, job %s); the next start uses it", proc.pid, job)
     return proc
 
 
 def _run_build_job(job: Path) -> int:
     """The child of ``_build_in_background``: build the int8 entry described in ``job``, then remove ``job``."""
-    from .checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint
 
     try:
         os.nice(19)
@@ -814,10 +805,10 @@ def create_runtime(checkpoint: Checkpoint, backend: str = "auto", *, cache_dir: 
     raise RuntimeError(f"no backend could run the model: {'; '.join(failures)}")
 
 
-if __name__ == "__main__":  # python -m models.runtime --build-int8 JOB (started by _build_in_background)
+if __name__ == "__main__":  # python -m models.deploy.runtime --build-int8 JOB (started by _build_in_background)
     import sys
 
     if len(sys.argv) == 3 and sys.argv[1] == "--build-int8":
         sys.exit(_run_build_job(Path(sys.argv[2])))
-    print("usage: python -m models.runtime --build-int8 JOB_FOLDER (the app starts this itself)", file=sys.stderr)
+    print("usage: python -m models.deploy.runtime --build-int8 JOB_FOLDER (the app starts this itself)", file=sys.stderr)
     sys.exit(2)

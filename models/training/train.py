@@ -30,13 +30,14 @@ import torch.nn.functional as F
 
 from . import data as fdata
 from .augment import EvalTransform, TrainAugment
-from .checkpoint import load_checkpoint, save_checkpoint
-from .clip import LaSoftMoECLIP, create_model
-from .config import get_config
-from .pretrained import load_pretrained_clip
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..clip import LaSoftMoECLIP, create_model
+from ..config import get_config
+from ..preprocess import Preprocessing, preprocess, resize_crop
+from ..pretrained import load_pretrained_clip
 
 log = logging.getLogger("models.train")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout
 DEFAULT_MANIFEST = ROOT.parent / "shared" / "data" / "faces" / "manifest.csv"
 DEFAULT_STEM_WEIGHTS = ROOT.parent / "shared" / "pretrained" / "mobilenet_v2_1.0_224.safetensors"
 DATA_TERMS = ("Research and non-commercial data (NUAA, Idiap Replay-Attack, UTKFace, Yonsei, LFW swaps, GAN "
@@ -119,9 +120,7 @@ def load_images(samples: list[fdata.Sample], size: int, cache: Path | None) -> n
         img = cv2.imread(str(s.path), cv2.IMREAD_COLOR)
         if img is None:
             raise ValueError(f"unreadable image: {s.path}")
-        if img.shape[:2] != (size, size):
-            img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return resize_crop(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), size)
 
     with ThreadPoolExecutor(4) as ex:
         arr = np.stack(list(ex.map(read, samples)))
@@ -133,16 +132,15 @@ def load_images(samples: list[fdata.Sample], size: int, cache: Path | None) -> n
 
 
 class CropDataset(torch.utils.data.Dataset):
-    """Crops -> normalised tensors. With ``sources``, each item also hands the transform a *partner*: a crop of
+    """Crops -> normalised tensors (``models.preprocess`` after the transform, as the app and evaluation). With ``sources``, each item also hands the transform a *partner*: a crop of
     the same label from another source (for border mixing), drawn with Python's ``random`` (re-seeded per
     DataLoader worker by torch)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform, mean, std,
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform, preprocessing: Preprocessing,
                  sources: "list[str] | None" = None, groups: "np.ndarray | None" = None):
         self.images, self.labels, self.transform = images, labels, transform
         self.groups = groups  # with groups, items are (x, label, group)
-        self.mean = np.asarray(mean, np.float32) * 255.0
-        self.std = np.asarray(std, np.float32) * 255.0
+        self.preprocessing = preprocessing
         self.sources = np.asarray(sources) if sources is not None else None
         self.by_label = {c: np.flatnonzero(np.asarray(labels) == c) for c in (0, 1)}
 
@@ -162,8 +160,7 @@ class CropDataset(torch.utils.data.Dataset):
             img, label = self.transform(self.images[i], int(self.labels[i]), partner=self._partner(i))
         else:
             img, label = self.transform(self.images[i], int(self.labels[i]))
-        x = (img.astype(np.float32) - self.mean) / self.std  # H W 3
-        x = torch.from_numpy(x.transpose(2, 0, 1).copy())
+        x = torch.from_numpy(preprocess(img, self.preprocessing)[0])  # 3 S S
         return (x, label) if self.groups is None else (x, label, int(self.groups[i]))
 
 
@@ -337,7 +334,7 @@ def main(argv=None) -> int:
     # model
     cfg_src = args.config
     if cfg_src.endswith(".json"):
-        from .config import ModelConfig
+        from ..config import ModelConfig
         cfg_obj = json.loads(Path(cfg_src).read_text())
         cfg_obj.pop("description", None)
         cfg = ModelConfig.from_dict(cfg_obj)
@@ -352,7 +349,7 @@ def main(argv=None) -> int:
     if cfg.vision.stem == "mobilenetv2" and not args.init and not resuming:
         stem_path = args.stem_weights or DEFAULT_STEM_WEIGHTS
         if str(stem_path) != "none":
-            from .stem import load_mobilenet_v2_stem
+            from ..stem import load_mobilenet_v2_stem
 
             if not Path(stem_path).is_file():
                 print(f"error: MobileNetV2 stem weights not found at {stem_path}: pass --stem-weights "
@@ -399,10 +396,11 @@ def main(argv=None) -> int:
     group_names = sorted({(s.source, s.label) for s in train})
     group_ids = np.array([group_names.index((s.source, s.label)) for s in train])
     dro = GroupDRO(len(group_names), args.group_dro) if args.group_dro > 0 else None
-    tr_ds = CropDataset(tr_img, np.array([s.label for s in train]), aug, cfg.mean, cfg.std,
+    prep = Preprocessing.from_config(cfg)
+    tr_ds = CropDataset(tr_img, np.array([s.label for s in train]), aug, prep,
                         sources=[s.source for s in train] if args.p_border_mix > 0 or args.p_swap_blend > 0 else None,
                         groups=group_ids if dro is not None else None)
-    va_ds = CropDataset(va_img, np.array([s.label for s in val]), _EvalWrap(size), cfg.mean, cfg.std)
+    va_ds = CropDataset(va_img, np.array([s.label for s in val]), _EvalWrap(size), prep)
     steps_per_epoch = args.steps_per_epoch or max(1, len(train) // (args.batch_size * world))
     gen = torch.Generator().manual_seed(args.seed * 100 + rank)
     sampler = torch.utils.data.WeightedRandomSampler(

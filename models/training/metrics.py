@@ -1,6 +1,6 @@
 """Presentation-attack-detection metrics (ISO/IEC 30107-3), pure numpy.
 
-Conventions (design.md "Metrics"): label 1 = attack, 0 = bona fide (live); a score is P(attack); a crop is
+Conventions (docs/architecture.md "Metrics"): label 1 = attack, 0 = bona fide (live); a score is P(attack); a crop is
 classified an attack when ``score >= threshold``.
 
 - APCER: share of attacks classified bona fide (per attack type, the worst type, and pooled over all attacks).

@@ -1,17 +1,18 @@
-"""Score labelled face crops with a checkpoint and report ISO/IEC 30107-3 metrics (design.md "Metrics").
+"""Score labelled face crops with a checkpoint and report ISO/IEC 30107-3 metrics (docs/architecture.md "Metrics").
 
     python -m models.evaluate --model assets/model.safetensors --manifest ../shared/data/faces/manifest.csv \\
         --report eval.json --plots eval_plots --scores-csv scores.csv
     python -m models.evaluate --model M --protocol P1/test.txt --root UniAttackData --live-label 1 --report r.json
 
-Every row is scored with the chosen backend (``models.runtime``: auto | tensorrt | cuda | cpu | torch ...), the
+Every row is scored with the chosen backend (``models.deploy.runtime``: auto | tensorrt | cuda | cpu | torch ...), the
 checkpoint's stored threshold (chosen at the validation EER when it was trained) is applied unchanged unless
 ``--threshold`` overrides it, and APCER / BPCER / ACER, EER, AUC and BPCER @ APCER = 1 % / 5 % are reported
 pooled, per source and per attack type: a printed table, a JSON report, optionally PNG plots (ROC, DET, score
 histograms) and a CSV of per-row scores (path,score,label,attack_type,source,group).
 
-Crops are read with OpenCV (BGR -> RGB) in a thread pool, resized with ``EvalTransform`` (as the trainer's
-validation and the app's cropper do) and normalised with the mean / std stored in the checkpoint.
+Crops are read with OpenCV (BGR -> RGB) in a thread pool and turned into the model's input by
+``models.preprocess`` with the checkpoint's stored size, mean and std: the one preprocessing the app and the
+trainer use too.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from . import metrics as M
-from .augment import EvalTransform
+from ..preprocess import preprocess, resize_crop
 
 log = logging.getLogger("models.evaluate")
 
@@ -73,38 +74,36 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 # --- scoring ----------------------------------------------------------------------------------------------
-def make_scorer(checkpoint, backend: str, threads: int = 0) -> tuple[Callable[[np.ndarray], np.ndarray], str, str]:
-    """(score function b 3 S S float32 -> P(attack) b, backend name, notice) for ``backend``.
-
-    Uses ``models.runtime.create_runtime`` (with its fallbacks and start-up check). ``threads`` > 0 sets the
-    CPU engines' thread count (and torch's).
-    """
+def open_runtime(checkpoint, backend: str, threads: int = 0):
+    """``models.deploy.runtime.create_runtime(checkpoint, backend)`` (with its fallbacks and start-up check): a callable
+    b 3 S S float32 -> P(attack) b with ``name`` and ``notice``. ``threads`` > 0 sets the CPU engines' thread
+    count (and torch's)."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    from .runtime import create_runtime
+    from ..deploy.runtime import create_runtime
 
-    rt = create_runtime(checkpoint, backend, threads=threads or None)
-    return rt, rt.name, rt.notice
+    return create_runtime(checkpoint, backend, threads=threads or None)
 
 
-def _read(path: Path, transform: EvalTransform) -> np.ndarray | None:
-    import cv2  # OpenCV core only: imread / cvtColor / resize (no GUI)
+def _read(path: Path, size: int) -> np.ndarray | None:
+    """The RGB image at ``path`` resized to ``size`` (``resize_crop``, in the decoding thread), None when it
+    cannot be read."""
+    import cv2  # OpenCV core only: imread / cvtColor (no GUI)
 
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         return None
-    return transform(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    return resize_crop(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), size)
 
 
 def iter_batches(paths: Sequence[Path], size: int, batch_size: int, workers: int) -> Iterator[tuple[int, list]]:
     """Yield (start index, list of size x size x 3 uint8 crops or None for unreadable files) per batch, decoding
     the next batch in the thread pool while the caller scores this one (at most two batches in memory)."""
-    transform = EvalTransform(size)
     with ThreadPoolExecutor(workers) as ex:
         def submit(i: int):
-            return [ex.submit(_read, p, transform) for p in paths[i:i + batch_size]]
+            return [ex.submit(_read, p, size) for p in paths[i:i + batch_size]]
         pending = submit(0) if paths else []
         for start in range(0, len(paths), batch_size):
             current = pending
@@ -122,9 +121,6 @@ def score_samples(samples: Sequence, score_fn: Callable[[np.ndarray], np.ndarray
     out of the indices).
     """
     size = preprocessing.size
-    # (x / 255 - mean) / std == (x - 255 mean) / (255 std): one fused float pass per batch
-    mean = np.asarray(preprocessing.mean, np.float32).reshape(1, 3, 1, 1) * 255.0
-    std = np.asarray(preprocessing.std, np.float32).reshape(1, 3, 1, 1) * 255.0
     scores: list[np.ndarray] = []
     kept: list[int] = []
     paths = [s.path for s in samples]
@@ -140,8 +136,7 @@ def score_samples(samples: Sequence, score_fn: Callable[[np.ndarray], np.ndarray
             else:
                 idx.append(j)
         if idx:
-            x = np.stack([crops[j] for j in idx]).transpose(0, 3, 1, 2).astype(np.float32)  # b 3 S S
-            x = (x - mean) / std
+            x = preprocess([crops[j] for j in idx], preprocessing)  # b 3 S S
             p = np.asarray(score_fn(x), dtype=np.float32).reshape(-1)
             if p.shape[0] != len(idx):
                 raise RuntimeError(f"backend returned {p.shape[0]} scores for a batch of {len(idx)}")
@@ -332,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     from . import data as fdata
-    from .checkpoint import load_model
+    from ..checkpoint import load_model
 
     try:
         if args.manifest is not None:
@@ -362,15 +357,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("model %s (%s), threshold %.6g from %s", args.model, ckpt.config.name, threshold, origin)
 
     try:
-        score_fn, backend_name, notice = make_scorer(ckpt, args.backend, args.threads)
+        runtime = open_runtime(ckpt, args.backend, args.threads)
     except (RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if notice:
-        log.info("backend: %s", notice)
+    if runtime.notice:
+        log.info("backend: %s", runtime.notice)
     t0 = time.perf_counter()
     try:
-        scores, kept = score_samples(samples, score_fn, ckpt.preprocessing, batch_size=args.batch_size,
+        scores, kept = score_samples(samples, runtime, ckpt.preprocessing, batch_size=args.batch_size,
                                      workers=args.workers, skip_unreadable=args.skip_unreadable)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -394,8 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = {
         "model": str(args.model),
         "config": ckpt.config.name,
-        "backend": backend_name,
-        "backend_notice": notice,
+        "backend": runtime.name,
+        "backend_notice": runtime.notice,
         "threshold": threshold,
         "threshold_origin": origin,
         "checkpoint_threshold": float(ckpt.threshold),
@@ -415,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp.write_text(json.dumps(result, indent=2, allow_nan=False))
         tmp.replace(args.report)
 
-    print(f"model {args.model} ({ckpt.config.name}), backend {backend_name}, threshold {threshold:.6g} ({origin})")
+    print(f"model {args.model} ({ckpt.config.name}), backend {runtime.name}, threshold {threshold:.6g} ({origin})")
     print(f"{len(scored)} crops scored in {seconds:.1f} s"
           + (f", {len(samples) - len(scored)} unreadable left out" if len(scored) < len(samples) else ""))
     print(format_table(rep))

@@ -1,9 +1,9 @@
 """Augmentations for uint8 RGB face crops (numpy + OpenCV core; no GUI, no torch needed).
 
-``TrainAugment`` is what the trainer applies to a 160 px contract crop (design.md "Face crop") to get a model
+``TrainAugment`` is what the trainer applies to a 160 px contract crop (docs/architecture.md "Face crop") to get a model
 input of ``size`` px: scale / shift jitter inside the crop's own context, horizontal flip, colour jitter, blur and
 JPEG recompression, plus *simulated spoof clues* that turn a live crop into an attack sample (the 2024 unified
-physical-digital challenge winner's recipe, paper.md): moire and colour distortion (physical: print / screen
+physical-digital challenge winner's recipe, docs/architecture.md): moire and colour distortion (physical: print / screen
 recapture) and self-blending (digital: Shiohara & Yamasaki, "Detecting Deepfakes with Self-Blended Images",
 CVPR 2022). ``EvalTransform`` only resizes, as the app's cropper does.
 
@@ -21,25 +21,11 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from ..preprocess import check_crop, resize_crop
+
 log = logging.getLogger(__name__)
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luminance weights (RGB order)
-
-
-def _check_image(image: np.ndarray) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise ValueError(f"expected a uint8 RGB crop H x W x 3, got {got}")
-    return image
-
-
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Square resize with the app cropper's interpolation (area when shrinking, bilinear when enlarging)."""
-    h, w = image.shape[:2]
-    if (h, w) == (size, size):
-        return image
-    interp = cv2.INTER_AREA if max(h, w) > size else cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interp)
 
 
 # --- photometric ops --------------------------------------------------------------------------------------
@@ -311,9 +297,8 @@ def blend_swap(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -
 
 # --- pipelines --------------------------------------------------------------------------------------------
 class EvalTransform:
-    """Evaluation / inference transform: resize the contract crop to ``size`` (nothing else), uint8 RGB.
-
-    A crop already at ``size`` is returned as is (not copied).
+    """Evaluation / inference transform: resize the contract crop to ``size`` (nothing else), uint8 RGB, with
+    ``models.preprocess.resize_crop`` (the app's and the model's one rule). A crop at ``size`` is not copied.
     """
 
     def __init__(self, size: int):
@@ -322,7 +307,7 @@ class EvalTransform:
         self.size = int(size)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(_resize(_check_image(image), self.size))
+        return np.ascontiguousarray(resize_crop(check_crop(image), self.size))
 
     def __repr__(self) -> str:
         return f"EvalTransform(size={self.size})"
@@ -411,7 +396,7 @@ class TrainAugment:
             x0, y0 = int(round(cx - win / 2)), int(round(cy - win / 2))
             n = max(1, int(round(win)))
             x0, y0 = min(max(x0, 0), w - n), min(max(y0, 0), h - n)
-            return _resize(image[y0:y0 + n, x0:x0 + n], self.size)
+            return resize_crop(image[y0:y0 + n, x0:x0 + n], self.size)
         # rotated window: one affine warp (corners outside the crop are reflected)
         s = self.size / win
         m = cv2.getRotationMatrix2D((cx, cy), angle, s)
@@ -422,7 +407,7 @@ class TrainAugment:
     def __call__(self, image: np.ndarray, label: int, rng: np.random.Generator | None = None,
                  partner: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         """``partner``: a crop of the same label from another capture set, for border mixing (optional)."""
-        image = _check_image(image)
+        image = check_crop(image)
         if label not in (0, 1):
             raise ValueError(f"label must be 0 (live) or 1 (attack), got {label!r}")
         rng = rng if rng is not None else self._generator()
@@ -439,9 +424,9 @@ class TrainAugment:
             elif u < self.p_self_blend + self.p_moire + self.p_colour_distortion + self.p_swap_blend:
                 clue = "swap_blend" if partner is not None else "self_blend"
         if clue == "swap_blend":
-            image, label = blend_swap(image, _check_image(partner), rng), 1
+            image, label = blend_swap(image, check_crop(partner), rng), 1
         elif self.p_border_mix > 0 and partner is not None and rng.random() < self.p_border_mix:
-            image = border_mix(image, _check_image(partner), rng)
+            image = border_mix(image, check_crop(partner), rng)
         if clue == "self_blend":
             image, label = self_blend(image, rng), 1
         out = self._geometry(image, rng)  # size x size x 3, a view or a new array
@@ -481,13 +466,13 @@ def augment_batch(images: Sequence[np.ndarray], labels: Sequence[int], aug: Trai
     return np.stack([o[0] for o in outs]), np.array([o[1] for o in outs], np.int64)
 
 
-# --- benchmark / preview (python -m models.augment --help) -------------------------------------------------
+# --- benchmark / preview (python -m models.training.augment --help) -------------------------------------------------
 def _bench(image: np.ndarray, size: int, repeats: int, seed: int) -> list[tuple[str, float, float]]:
     """(name, median ms, p90 ms) per op and for the default pipeline, after a warm-up, on one crop."""
     import time
 
     rng = np.random.default_rng(seed)
-    small = _resize(image, size)
+    small = resize_crop(image, size)
     aug = TrainAugment(size, seed=seed)
     cases = [
         ("EvalTransform", lambda: EvalTransform(size)(image)),
@@ -518,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import json
 
-    p = argparse.ArgumentParser(prog="python -m models.augment", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m models.training.augment", description=main.__doc__)
     p.add_argument("--image", help="an RGB face crop (any size; default: matplotlib's grace_hopper sample, 160 px)")
     p.add_argument("--size", type=int, default=128, help="model input size")
     p.add_argument("--bench", action="store_true", help="time each op and the default pipeline")
@@ -552,11 +537,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 json.dump([{"op": n, "median_ms": m, "p90_ms": q} for n, m, q in rows], f, indent=2)
     if args.grid:
         rng = np.random.default_rng(args.seed)
-        small = _resize(image, args.size)
+        small = resize_crop(image, args.size)
         aug = TrainAugment(args.size, seed=args.seed)
         n = 6
         grid_rows = [[small] + [op(small, rng) for _ in range(n - 1)] for op in (moire, colour_distortion)]
-        grid_rows.append([small] + [_resize(self_blend(image, rng), args.size) for _ in range(n - 1)])
+        grid_rows.append([small] + [resize_crop(self_blend(image, rng), args.size) for _ in range(n - 1)])
         grid_rows.append([small] + [aug(image, i % 2)[0] for i in range(n - 1)])
         grid = np.concatenate([np.concatenate(r, 1) for r in grid_rows], 0)
         cv2.imwrite(args.grid, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))

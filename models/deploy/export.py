@@ -37,8 +37,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .checkpoint import Checkpoint, load_model
-from .clip import LivenessScorer
+from ..checkpoint import Checkpoint, load_model
+from ..clip import LivenessScorer
 
 log = logging.getLogger(__name__)
 
@@ -422,7 +422,7 @@ def export(model: "str | Path | Checkpoint", fmt: str, out: "str | Path", max_ba
     """Export ``model`` (checkpoint path, config name or Checkpoint) to ``out`` in format ``fmt``.
 
     ``routing=True`` exports the three-output scorer (MoE models). ``openvino-int8`` needs ``calibration``
-    (normalised crops b 3 S S), e.g. ``models.runtime.agreement_batch``."""
+    (normalised crops b 3 S S), e.g. ``models.deploy.runtime.agreement_batch``."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     module, _ = scorer_module(model, routing=routing)

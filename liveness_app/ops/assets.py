@@ -1,8 +1,8 @@
 """Bundled assets verified by SHA-256: ``assets/SHA256SUMS`` (``sha256sum`` format) recorded in the repository.
 
 The folder is ``ASSETS_DIR``: the copy inside an installed package (``pip install .``), else the checkout's
-top-level ``assets/``. ``python -m liveness_app.assets --write`` regenerates the file from the assets present
-(run it after adding or replacing an asset, e.g. the bundled model, and commit the result); ``python -m liveness_app.assets`` (or
+top-level ``assets/``. ``python -m liveness_app.ops.assets --write`` regenerates the file from the assets present
+(run it after adding or replacing an asset, e.g. the bundled model, and commit the result); ``python -m liveness_app.ops.assets`` (or
 ``--check``) verifies them and exits 1 naming every missing or altered file. The scorer and ``--check`` call
 ``verify_file`` before loading a bundled file, so an altered or truncated asset is refused with a clear message.
 Files listed in SHA256SUMS must match; files not listed (the model before it is added) are reported as
@@ -22,8 +22,8 @@ SUMS_NAME = "SHA256SUMS"
 # An installed package carries the assets inside itself (pyproject.toml maps the checkout's top-level assets/
 # to liveness_app/bundled); a checkout (``python main.py``, tests) reads assets/ beside the package. Never the
 # current folder: ``liveness`` works from anywhere.
-PACKAGED_DIR = Path(__file__).resolve().parent / "bundled"
-CHECKOUT_DIR = Path(__file__).resolve().parent.parent / "assets"
+PACKAGED_DIR = Path(__file__).resolve().parents[1] / "bundled"
+CHECKOUT_DIR = Path(__file__).resolve().parents[2] / "assets"
 
 
 def find_assets_dir() -> Path:
@@ -59,7 +59,7 @@ def read_sums(folder: Path = ASSETS_DIR) -> dict[str, str]:
     """File name -> recorded hex SHA-256 from ``folder/SHA256SUMS``; AssetError when it is missing or malformed."""
     sums_path = folder / SUMS_NAME
     if not sums_path.is_file():
-        raise AssetError(f"{sums_path} is missing; regenerate it with `python -m liveness_app.assets --write`")
+        raise AssetError(f"{sums_path} is missing; regenerate it with `python -m liveness_app.ops.assets --write`")
     sums: dict[str, str] = {}
     for n, line in enumerate(sums_path.read_text().splitlines(), 1):
         if not line.strip() or line.startswith("#"):
@@ -111,13 +111,13 @@ def check_assets(folder: Path = ASSETS_DIR) -> list[AssetStatus]:
     for path in asset_files(folder):
         if path.name not in sums:
             out.append(AssetStatus(path.name, "unlisted", f"{path.name} has no recorded hash; if it is a new "
-                                                          "asset run `python -m liveness_app.assets --write`"))
+                                                          "asset run `python -m liveness_app.ops.assets --write`"))
     return out
 
 
 def _hash_cache_path() -> Path | None:
     try:
-        from models.runtime import cache_root
+        from models.deploy.runtime import cache_root
         return cache_root() / "asset-sha256.json"
     except Exception:  # noqa: BLE001 - no cache folder: hash every time
         return None
@@ -179,7 +179,7 @@ def verify_file(path: str | Path) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m liveness_app.assets",
+    p = argparse.ArgumentParser(prog="python -m liveness_app.ops.assets",
                                 description="Verify (default) or record (--write) the SHA-256 of the bundled assets.")
     p.add_argument("--write", action="store_true", help="rewrite assets/SHA256SUMS from the files present")
     p.add_argument("--dir", default=str(ASSETS_DIR), help="assets folder (default: the project's assets/)")

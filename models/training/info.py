@@ -17,8 +17,8 @@ from typing import Any
 
 from torch import nn
 
-from .checkpoint import Checkpoint, load_model
-from .config import ModelConfig
+from ..checkpoint import Checkpoint, load_model
+from ..config import ModelConfig
 
 
 def image_flops(cfg: ModelConfig) -> dict[str, int]:
@@ -37,7 +37,7 @@ def image_flops(cfg: ModelConfig) -> dict[str, int]:
     if v.stem == "patch":
         macs["patch_embed"] = g * g * (3 * v.patch_size * v.patch_size) * d
     else:  # convolutional stem in place of the patch embedding (models/stem.py)
-        from .stem import stem_macs
+        from ..stem import stem_macs
 
         macs["patch_embed"] = stem_macs(v.image_size, d)
     # per block: qkv (m d 3d), scores (m m d over all heads), weights x values (m m d), out_proj (m d d)

@@ -1,0 +1,1 @@
+"""Operations helpers: start-up checks (health), asset checksums, systemd notification, log files."""

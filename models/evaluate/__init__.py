@@ -1,0 +1,1 @@
+"""`python -m models.evaluate`: an alias of `python -m models.training.evaluate` (the code lives there)."""

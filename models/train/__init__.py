@@ -1,0 +1,1 @@
+"""`python -m models.train`: an alias of `python -m models.training.train` (the code lives there)."""

@@ -1,0 +1,1 @@
+"""Training and evaluation toolkit: manifests and splits, augmentation, the trainer, evaluation, metrics, info."""
