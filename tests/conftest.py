@@ -55,6 +55,10 @@ import sys  # noqa: E402
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `import liveness_app, models` whichever way pytest is started
+# the tests folder mirrors the packages (tests/models, tests/models/training, tests/models/deploy,
+# tests/liveness_app, .../ops, .../ui); their shared helpers (media.py) live here, at its top
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(1, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +87,7 @@ def _collect_qt_garbage_on_the_main_thread():
     """Finalise a test's Qt wrappers on the main thread, right after it.
 
     Left to the cyclic GC, a window or worker of an earlier test can be finalised on whatever thread happens to
-    trigger a collection (a subprocess log reader in tests/test_ui_process.py did), and destroying Qt objects off
+    trigger a collection (a subprocess log reader in tests/liveness_app/ui/test_ui_process.py did), and destroying Qt objects off
     their thread crashes the interpreter (a segfault of the whole run, seen in CI).
     """
     yield

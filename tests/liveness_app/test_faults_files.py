@@ -18,7 +18,7 @@ from liveness_app.ops import assets
 from liveness_app.ops.health import run_checks
 from liveness_app.scorer import load_weights
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Payload:

@@ -8,7 +8,7 @@ import pytest
 
 from liveness_app.config import load_config
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 COMMAND = "main.py --kiosk --config /etc/liveness/kiosk.toml"
 
 

@@ -12,7 +12,7 @@ import cv2
 from liveness_app.config import AppConfig
 from liveness_app.ops.health import Check, exit_code, format_checks, run_checks
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def camera_present() -> bool:

@@ -9,7 +9,7 @@ import pytest
 from liveness_app.cli import main, parse_config
 from liveness_app.config import AppConfig, ConfigError, load_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_main_py_headless_end_to_end(face_clip, tiny_checkpoint, tmp_path):

@@ -15,7 +15,7 @@ import models
 from models.config import ModelConfig, get_config
 from models.training.info import describe, image_flops, main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def variant(**moe) -> ModelConfig:

@@ -1,6 +1,6 @@
 """Golden outputs of the bundled model on real face crops cut by the real detector and crop contract.
 
-Regenerate after retraining (and say so in the commit): ``.venv/bin/python tests/test_bundled_model.py --write``.
+Regenerate after retraining (and say so in the commit): ``.venv/bin/python tests/models/deploy/test_bundled_model.py --write``.
 """
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 BUNDLED = ROOT / "assets" / "liveness_default.safetensors"
-GOLDEN = Path(__file__).resolve().parent / "golden" / "bundled_model.json"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "bundled_model.json"
 
 
 def _images() -> dict[str, np.ndarray]:

@@ -391,7 +391,7 @@ def test_an_openvino_model_released_on_another_thread_leaves_signals_deliverable
 
     if "openvino" not in available_cpu_engines():
         pytest.skip("OpenVINO is not installed")
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[3]
     proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _RELEASED_ELSEWHERE, str(tiny_checkpoint),
                            str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, "PYTHONPATH": str(root)})

@@ -2,7 +2,7 @@
 socket opened by a real headless run, and SIGTERM (how systemd stops the service) ends it cleanly.
 
 Kiosk access (exit only by the configured key sequence, no visible controls, so no setting can be changed) is
-tested on the real window in tests/test_ui_kiosk.py.
+tested on the real window in tests/liveness_app/ui/test_ui_kiosk.py.
 """
 import json
 import os
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from liveness_app import cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".npy", ".tif", ".tiff"}
 
 

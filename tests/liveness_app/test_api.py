@@ -9,7 +9,7 @@ import pytest
 
 from media import background, face_image, make_face_video
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

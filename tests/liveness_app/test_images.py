@@ -12,7 +12,7 @@ import pytest
 from liveness_app.cli import main
 from media import background, face_image
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BASE = ["--backend", "torch"]  # the bundled model on torch: no OpenVINO export per test
 
 

@@ -14,7 +14,7 @@ from liveness_app import cli
 from liveness_app.ops.logs import setup_logging
 from liveness_app.ops.sdnotify import Notifier, Watchdog, watchdog_interval_s
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

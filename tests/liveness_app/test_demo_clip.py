@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLIP = ROOT / "assets" / "demo.mp4"
 SIDECAR = ROOT / "assets" / "demo.json"
 DETECTOR = ROOT / "assets" / "face_detection_short_range.tflite"

@@ -18,7 +18,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # real processes: imports, model export and detector start each time
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 START_TIMEOUT_S = 180.0  # model export (first run of a cache), detector start, on a busy CI machine
 CLOSE_LIMIT_S = 2.0
 

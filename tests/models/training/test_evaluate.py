@@ -18,7 +18,7 @@ import models
 from models.training import augment, evaluate
 from models.training import metrics as M
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _portrait() -> np.ndarray:
