@@ -108,6 +108,21 @@ def cache_key(module: LivenessScorer, runtime: str, versions: dict[str, str], ma
     return f"{runtime}-{module.image_size}px-b{max_batch}-{digest}"
 
 
+def _load_cached(folder: Path, build, load, what: str):
+    """Build the cache entry ``folder`` if needed (``_cached_dir``) and return (folder, built_now, load(folder)).
+
+    A damaged entry (``load`` raises) is deleted, rebuilt and loaded once more: the one build / try / delete /
+    rebuild rule of every cached runtime."""
+    folder, built = _cached_dir(folder, build)
+    try:
+        return folder, built, load(folder)
+    except Exception as e:  # noqa: BLE001 - each engine raises its own types for a damaged file
+        log.warning("cached %s %s unusable (%s); rebuilding", what, folder, e)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder, built = _cached_dir(folder, build)
+        return folder, built, load(folder)
+
+
 def _cached_dir(folder: Path, build) -> tuple[Path, bool]:
     """``folder`` if it is complete (has meta.json), else build into a temporary sibling and rename it in.
 
@@ -416,24 +431,20 @@ class OpenVINORuntime(Runtime):
                 _export.export_openvino(module, tmp / "model.xml", max_batch)
             return {"versions": versions, "precision": precision}
 
-        folder, self.built = _cached_dir(folder, build)
+        def load(entry: Path):
+            config = {"PERFORMANCE_HINT": "LATENCY",
+                      "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                      # OpenVINO's compiled-blob cache: a second start loads the compiled model, not compiling
+                      "CACHE_DIR": str(entry / f"compiled-{precision}")}
+            if threads:
+                config["INFERENCE_NUM_THREADS"] = int(threads)
+            # every OpenVINO call gives the thread its own signal stack back (see export.keep_signal_stack: the
+            # CPU plugin's would be unmapped under this thread when the model is released on another one)
+            with _export.keep_signal_stack():
+                return core.compile_model(str(entry / "model.xml"), "CPU", config)
+
+        folder, self.built, compiled = _load_cached(folder, build, load, "OpenVINO model")
         self.cache_path = folder
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-                  # OpenVINO's compiled-blob cache: a second start loads the compiled model instead of compiling
-                  "CACHE_DIR": str(folder / f"compiled-{precision}")}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        # every OpenVINO call gives the thread its own signal stack back (see export.keep_signal_stack: the
-        # CPU plugin's would be unmapped under this thread when the model is released on another one)
-        try:
-            with _export.keep_signal_stack():
-                compiled = core.compile_model(str(folder / "model.xml"), "CPU", config)
-        except RuntimeError as e:  # a damaged cache entry: rebuild it once
-            log.warning("cached OpenVINO model %s unusable (%s); rebuilding", folder, e)
-            shutil.rmtree(folder, ignore_errors=True)
-            folder, self.built = _cached_dir(folder, build)
-            with _export.keep_signal_stack():
-                compiled = core.compile_model(str(folder / "model.xml"), "CPU", config)
         self._n_out = len(compiled.outputs)
         with _export.keep_signal_stack():
             self._request = compiled.create_infer_request()
@@ -486,18 +497,13 @@ class OnnxRuntimeRuntime(Runtime):
             _export.export_onnx(module, tmp / "model.onnx")
             return {"versions": versions}
 
-        folder, self.built = _cached_dir(folder, build)
-        self.cache_path = folder
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
-        try:
-            self._session = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-            log.warning("cached ONNX model %s unusable (%s); rebuilding", folder, e)
-            shutil.rmtree(folder, ignore_errors=True)
-            folder, self.built = _cached_dir(folder, build)
-            self._session = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        folder, self.built, self._session = _load_cached(
+            folder, build, lambda entry: ort.InferenceSession(str(entry / "model.onnx"), opts,
+                                                              providers=["CPUExecutionProvider"]), "ONNX model")
+        self.cache_path = folder
 
     def _run(self, x: np.ndarray):
         return self._session.run(None, {"images": x})
@@ -591,15 +597,9 @@ class TensorRTRuntime(Runtime):
             _export.export_tensorrt(copy.deepcopy(module), tmp / "model.ep", root / "engines", max_batch)
             return {"versions": versions}
 
-        folder, self.built = _cached_dir(folder, build)
+        folder, self.built, self._mod = _load_cached(
+            folder, build, lambda entry: trt.load(str(entry / "model.ep")).module(), "TensorRT engine")
         self.cache_path = folder
-        try:
-            self._mod = trt.load(str(folder / "model.ep")).module()
-        except Exception as e:  # noqa: BLE001 - a damaged entry: rebuild once
-            log.warning("cached TensorRT engine %s unusable (%s); rebuilding", folder, e)
-            shutil.rmtree(folder, ignore_errors=True)
-            folder, self.built = _cached_dir(folder, build)
-            self._mod = trt.load(str(folder / "model.ep")).module()
         self._dev = dev
 
     def _run(self, x: np.ndarray):
