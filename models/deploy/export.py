@@ -260,8 +260,18 @@ def export_openvino(module: LivenessScorer, out: "str | Path", max_batch: int = 
         ov_model = ov.convert_model(str(export_onnx(module, tmpdir / "model.onnx")))
         s = module.image_size
         ov_model.reshape({0: ov.PartialShape([ov.Dimension(MIN_BATCH, max_batch), 3, s, s])})
-        ov.save_model(ov_model, str(tmpdir / out.name), compress_to_fp16=False)
-        # .bin first: a reader that finds the .xml finds its weights too
+        return _save_ir(ov_model, out)  # while the ONNX file it was read from still exists
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _save_ir(model, out: Path) -> Path:
+    """Write an OpenVINO model as ``out`` (.xml + .bin, fp32 weights) atomically: saved into a temporary sibling
+    folder, the .bin renamed in first, so a reader that finds the .xml finds its weights too."""
+    import openvino as ov
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", dir=out.parent))
+    try:
+        ov.save_model(model, str(tmpdir / out.name), compress_to_fp16=False)
         os.replace(tmpdir / out.with_suffix(".bin").name, out.with_suffix(".bin"))
         os.replace(tmpdir / out.name, out)
     finally:
@@ -296,14 +306,7 @@ def quantize_openvino_int8(fp32_xml: "str | Path", out: "str | Path", calibratio
                                                                   validate=False))
     out = Path(out).with_suffix(".xml")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", dir=out.parent))
-    try:
-        ov.save_model(quantized, str(tmpdir / out.name), compress_to_fp16=False)
-        os.replace(tmpdir / out.with_suffix(".bin").name, out.with_suffix(".bin"))
-        os.replace(tmpdir / out.name, out)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-    return out
+    return _save_ir(quantized, out)
 
 
 def import_torch_tensorrt():
