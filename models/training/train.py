@@ -394,7 +394,8 @@ def main(argv=None) -> int:
                        p_border_mix=args.p_border_mix, p_swap_blend=args.p_swap_blend,
                        p_motion_blur=args.p_motion_blur, seed=args.seed + 1000 * rank)
     group_names = sorted({(s.source, s.label) for s in train})
-    group_ids = np.array([group_names.index((s.source, s.label)) for s in train])
+    group_index = {g: k for k, g in enumerate(group_names)}
+    group_ids = np.array([group_index[(s.source, s.label)] for s in train])
     dro = GroupDRO(len(group_names), args.group_dro) if args.group_dro > 0 else None
     prep = Preprocessing.from_config(cfg)
     tr_ds = CropDataset(tr_img, np.array([s.label for s in train]), aug, prep,
