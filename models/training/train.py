@@ -27,9 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from . import data as fdata
 from .augment import EvalTransform, TrainAugment
+from .auxiliary import DomainHead, SpectrumHead, TokenTap
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..clip import LaSoftMoECLIP, create_model
 from ..config import get_config
@@ -92,6 +94,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "no gradient and never specialise)")
     p.add_argument("--moe-router-scale", type=float, default=None,
                    help="start every router's logit scale here (1.0 on cosine logits dispatches near-uniformly)")
+    p.add_argument("--aux-spectrum", type=float, default=0.0, metavar="W",
+                   help="weight of Silent-Face's Fourier-spectrum target on the patch tokens (0: off; training only)")
+    p.add_argument("--domain-adv", type=float, default=0.0, metavar="W",
+                   help="weight of class-conditional domain-adversarial loss on the capture-set label (0: off)")
     p.add_argument("--fresh-experts", action="store_true",
                    help="initialise experts independently instead of upcycling identical copies of the MLP")
     p.add_argument("--seed", type=int, default=0)
@@ -397,10 +403,23 @@ def main(argv=None) -> int:
     group_index = {g: k for k, g in enumerate(group_names)}
     group_ids = np.array([group_index[(s.source, s.label)] for s in train])
     dro = GroupDRO(len(group_names), args.group_dro) if args.group_dro > 0 else None
+    source_names = sorted({s.source for s in train})
+    group_source = torch.tensor([source_names.index(g[0]) for g in group_names])  # group id -> capture-set id
+    aux = nn.ModuleDict()
+    if args.aux_spectrum > 0:
+        aux["spectrum"] = SpectrumHead(cfg.vision.width)
+    if args.domain_adv > 0:
+        if len(source_names) < 2:
+            print(f"error: --domain-adv needs at least two capture sets (sources) in the training split, got "
+                  f"{source_names}", file=sys.stderr)
+            return 2
+        aux["domain"] = DomainHead(cfg.vision.width, len(source_names))
+    aux.to(device).train()
+    tap = TokenTap(model) if len(aux) else None
     prep = Preprocessing.from_config(cfg)
     tr_ds = CropDataset(tr_img, np.array([s.label for s in train]), aug, prep,
                         sources=[s.source for s in train] if args.p_border_mix > 0 or args.p_swap_blend > 0 else None,
-                        groups=group_ids if dro is not None else None)
+                        groups=group_ids if dro is not None or "domain" in aux else None)
     va_ds = CropDataset(va_img, np.array([s.label for s in val]), _EvalWrap(size), prep)
     steps_per_epoch = args.steps_per_epoch or max(1, len(train) // (args.batch_size * world))
     gen = torch.Generator().manual_seed(args.seed * 100 + rank)
@@ -417,6 +436,8 @@ def main(argv=None) -> int:
 
     opt = make_optimizer(model, lr, lr_new, args.weight_decay,
                          lr_stem=args.lr_stem if cfg.vision.stem != "patch" else None)
+    if len(aux):  # training-only heads (models/training/auxiliary.py): new parameters, never exported
+        opt.add_param_group({"params": list(aux.parameters()), "lr": lr_new, "weight_decay": args.weight_decay})
     total = steps_per_epoch * args.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, int(args.warmup * total)))
     start_epoch, best = 0, float("inf")
@@ -430,6 +451,8 @@ def main(argv=None) -> int:
         gen.set_state(st["sampler_rng"])
         if dro is not None and "group_dro" in st:
             dro.load_state_dict(st["group_dro"])
+        if len(aux) and "aux" in st:
+            aux.load_state_dict(st["aux"])
         torch.set_rng_state(st["torch_rng"])
         log.info("resumed %s at epoch %d (best %.4f)", args.out, start_epoch, best)
     ddp_model = model
@@ -462,6 +485,12 @@ def main(argv=None) -> int:
             else:
                 loss = dro(F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing,
                                            reduction="none"), batch[2])
+            if "spectrum" in aux:
+                loss = loss + args.aux_spectrum * aux["spectrum"].loss(tap.tokens, x)
+            if "domain" in aux:
+                lam = DomainHead.schedule(sched.last_epoch / max(1, total))
+                loss = loss + args.domain_adv * aux["domain"].loss(tap.tokens, y, group_source[batch[2]].to(device),
+                                                                   lam)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -498,7 +527,8 @@ def main(argv=None) -> int:
                 log.info("   new best (mean source error %.4f)", sel)
             torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
                         "best": best, "sampler_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                        **({"group_dro": dro.state_dict()} if dro is not None else {})},
+                        **({"group_dro": dro.state_dict()} if dro is not None else {}),
+                        **({"aux": aux.state_dict()} if len(aux) else {})},
                        args.out / "train_state.tmp")
             (args.out / "train_state.tmp").replace(args.out / "train_state.pt")
             with open(args.out / "history.jsonl", "a") as f:
