@@ -104,8 +104,7 @@ def check_detector(config: AppConfig) -> Check:
 def check_model_and_backend(config: AppConfig) -> list[Check]:
     """Load the model (hash, config, threshold), build the backend ``config.backend`` and score one batch."""
     from .assets import sha256_file
-    from ..scorer import RuntimeScorer, load_weights
-    from models.deploy.runtime import create_runtime
+    from ..scorer import create_scorer, load_weights
 
     try:
         ckpt = load_weights(config.model)
@@ -117,8 +116,8 @@ def check_model_and_backend(config: AppConfig) -> list[Check]:
     model = Check("model", "ok", f"{where}{digest}, {ckpt.preprocessing.size} px, threshold {ckpt.threshold:.3f}")
     try:
         t0 = time.perf_counter()
-        runtime = create_runtime(ckpt, config.backend)
-        scorer = RuntimeScorer(ckpt, runtime)
+        scorer = create_scorer(ckpt, config.backend)  # the app's own path: agreement crops, deferred int8 build
+        runtime = scorer.runtime
         s = ckpt.preprocessing.size
         scores = scorer.score([np.full((s, s, 3), 128, np.uint8)] * 2)
         if scores.shape != (2,) or not np.all(np.isfinite(scores)):

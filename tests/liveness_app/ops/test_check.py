@@ -68,3 +68,23 @@ def test_check_of_a_file_source_and_an_unopenable_camera(face_clip, tiny_checkpo
     bad = run_checks(AppConfig(source=str(tmp_path / "gone.mp4"), model=str(tiny_checkpoint), backend="torch",
                                log_dir=str(tmp_path)))[0]
     assert bad.state == "FAIL" and "gone.mp4" in bad.detail
+
+
+def test_check_builds_the_backend_the_way_the_app_does(tiny_checkpoint, tmp_path, monkeypatch):
+    """--check must report the backend the app would run: same agreement crops, same deferred int8 build."""
+    import liveness_app.scorer as scorer_mod
+    from liveness_app.ops.health import check_model_and_backend
+
+    seen = {}
+    real = scorer_mod.create_runtime
+
+    def spy(ckpt, backend, **options):
+        seen.update(options, backend=backend)
+        return real(ckpt, backend, **options)
+
+    monkeypatch.setattr(scorer_mod, "create_runtime", spy)
+    model, backend = check_model_and_backend(AppConfig(model=str(tiny_checkpoint), backend="torch",
+                                                       log_dir=str(tmp_path)))
+    assert model.state == "ok" and backend.state == "ok", backend
+    assert seen["backend"] == "torch" and seen["defer_builds"] is True
+    assert seen["agreement_crops"] is not None  # the shipped guard crops, as create_scorer gives the app
