@@ -13,29 +13,29 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from liveness_app.demo import DemoScorecard  # noqa: E402
 
 
 def main(paths: list[str]) -> int:
     if not paths:
         print(__doc__, file=sys.stderr)
         return 2
-    segments = json.loads((ROOT / "assets" / "demo.json").read_text())["segments"]
+    card = DemoScorecard.load()  # the app's own reading of assets/demo.json and its time -> segment rule
     for path in paths:
-        verdicts = {}
+        counts = {id(s): Counter() for s in card.scores}
         for line in Path(path).read_text().splitlines():
             rec = json.loads(line)
-            if "frame" in rec:
+            seg = card.segment_at(rec["t"]) if "frame" in rec else None
+            if seg is not None:
                 faces = rec.get("faces") or []
                 main_face = max(faces, key=lambda f: f["box"][2] * f["box"][3]) if faces else None
-                verdicts[rec["frame"]] = main_face["verdict"] if main_face else "no face"
+                counts[id(seg)][main_face["verdict"] if main_face else "no face"] += 1
         cells = []
-        for seg in segments:
-            want = "live" if seg["label"] == "live" else "attack"
-            c = Counter(verdicts.get(i, "no face") for i in range(seg["start_frame"], seg["end_frame"]))
-            n = seg["end_frame"] - seg["start_frame"]
+        for seg in card.scores:
+            c, want = counts[id(seg)], seg.segment.label
             rest = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k != want)
-            cells.append(f"{seg['name']} {c[want]}/{n}" + (f" ({rest})" if rest else ""))
+            cells.append(f"{seg.segment.name} {c[want]}/{sum(c.values())}" + (f" ({rest})" if rest else ""))
         print(f"{Path(path).stem}: " + "; ".join(cells))
     return 0
 
