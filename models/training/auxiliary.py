@@ -92,7 +92,6 @@ class DomainHead(nn.Module):
         super().__init__()
         if num_domains < 2:
             raise ValueError("domain-adversarial training needs at least two capture sets")
-        self.num_domains = num_domains
         self.heads = nn.ModuleList(nn.Sequential(nn.Linear(width, hidden), nn.ReLU(inplace=True),
                                                  nn.Linear(hidden, num_domains)) for _ in range(2))
 

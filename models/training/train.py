@@ -404,17 +404,17 @@ def main(argv=None) -> int:
     group_index = {g: k for k, g in enumerate(group_names)}
     group_ids = np.array([group_index[(s.source, s.label)] for s in train])
     dro = GroupDRO(len(group_names), args.group_dro) if args.group_dro > 0 else None
-    source_names = sorted({s.source for s in train})
-    group_source = torch.tensor([source_names.index(g[0]) for g in group_names])  # group id -> capture-set id
+    source_index = {src: k for k, src in enumerate(sorted({s.source for s in train}))}
+    group_source = torch.tensor([source_index[g[0]] for g in group_names])  # group id -> capture-set id
     aux = nn.ModuleDict()
     if args.aux_spectrum > 0:
         aux["spectrum"] = SpectrumHead(cfg.vision.width)
     if args.domain_adv > 0:
-        if len(source_names) < 2:
+        if len(source_index) < 2:
             print(f"error: --domain-adv needs at least two capture sets (sources) in the training split, got "
-                  f"{source_names}", file=sys.stderr)
+                  f"{sorted(source_index)}", file=sys.stderr)
             return 2
-        aux["domain"] = DomainHead(cfg.vision.width, len(source_names))
+        aux["domain"] = DomainHead(cfg.vision.width, len(source_index))
     aux.to(device).train()
     tap = TokenTap(model) if len(aux) else None
     prep = Preprocessing.from_config(cfg)
