@@ -65,12 +65,25 @@ def make_window(qtbot, tmp_path):
 
 
 def thread_stacks() -> str:
-    """Every Python thread's name and innermost frames (for a failure message)."""
+    """Every Python thread's name and innermost frames, then every OS thread's native stack when gdb is
+    installed (for a failure message: a thread that waits in C++ or for the GIL has no Python frame)."""
+    import os
+    import shutil
+    import subprocess
     import sys
     import traceback
     names = {t.ident: t.name for t in threading.enumerate()}
-    return "\n".join(f"--- {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame, limit=8))
-                     for ident, frame in sys._current_frames().items())
+    text = "\n".join(f"--- {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame, limit=8))
+                      for ident, frame in sys._current_frames().items())
+    if shutil.which("gdb"):
+        try:
+            native = subprocess.run(["gdb", "-p", str(os.getpid()), "-batch", "-nx", "-ex", "thread apply all bt 12"],
+                                    capture_output=True, text=True, timeout=120).stdout
+        except (OSError, subprocess.SubprocessError) as e:
+            native = f"(gdb failed: {e})"
+        text += "\n--- native (gdb)\n" + "\n".join(line for line in native.splitlines()
+                                                   if line.startswith(("Thread ", "#")))
+    return text
 
 
 def wait_for_faces(qtbot, window: MainWindow, timeout: int = START_S, decided: bool = False) -> None:
