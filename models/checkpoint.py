@@ -20,6 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_path
 from .clip import LaSoftMoECLIP, create_model
 from .config import ModelConfig
 from .preprocess import Preprocessing
@@ -81,11 +82,8 @@ def save_checkpoint(path: str | Path, model: LaSoftMoECLIP, *, threshold: float 
         "weights_sha256": weights_digest(tensors),
     }
     meta["metadata_sha256"] = _metadata_digest(meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.chmod(0o644)
-    tmp.replace(path)  # never leave a half-written checkpoint under the real name
+    with atomic_path(path) as tmp:  # never a half-written checkpoint under the real name
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,11 +74,8 @@ def read_sums(folder: Path = ASSETS_DIR) -> dict[str, str]:
 def write_sums(folder: Path = ASSETS_DIR) -> Path:
     """Hash every asset of ``folder`` and (re)write ``folder/SHA256SUMS``; returns its path."""
     lines = [f"{sha256_file(p)}  {p.name}" for p in asset_files(folder)]
-    path = folder / SUMS_NAME
-    tmp = path.with_name(SUMS_NAME + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
-    return path
+    from models.atomic import write_text_atomic  # here, not at the top: importing models imports torch
+    return write_text_atomic(folder / SUMS_NAME, "\n".join(lines) + "\n")
 
 
 @dataclass(frozen=True)
@@ -148,10 +144,8 @@ def sha256_cached(path: str | Path) -> str:
         known = {k: v for k, v in known.items() if not k.startswith(f"{path}|")}  # drop the stale entry
         known[key] = digest
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(known, indent=0))
-            os.replace(tmp, cache)
+            from models.atomic import write_text_atomic  # not at the top: importing models imports torch
+            write_text_atomic(cache, json.dumps(known, indent=0))
         except OSError:
             pass
     return digest

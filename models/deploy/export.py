@@ -32,11 +32,12 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_path
 from ..checkpoint import Checkpoint, load_model
 from ..clip import LivenessScorer
 
@@ -97,26 +98,13 @@ def export_program(module: LivenessScorer, max_batch: int = MAX_BATCH) -> torch.
         return torch.export.export(module, (x,), dynamic_shapes=({0: batch},))
 
 
-def _atomic_target(out: Path) -> Path:
-    """A fresh temporary file beside ``out`` with the same suffix (writers infer formats from it)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.tmp.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the export is an ordinary file
-    return Path(tmp)
-
-
 def export_torch(module: LivenessScorer, out: "str | Path", max_batch: int = MAX_BATCH) -> Path:
     """Write the ExportedProgram to ``out`` (.pt2, load with ``torch.export.load(out).module()``)."""
     out = Path(out)
     ep = export_program(module, max_batch)
-    tmp = _atomic_target(out)
-    try:
-        with open(tmp, "wb") as f:  # a file object: torch.export.save warns on names not ending .pt2
-            torch.export.save(ep, f)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # a file object: torch.export.save warns on names not ending .pt2 (the temporary name's suffix is .pt2 too)
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        torch.export.save(ep, f)
     return out
 
 
@@ -129,8 +117,7 @@ def export_onnx(module: LivenessScorer, out: "str | Path", opset: int = ONNX_OPS
     """
     out = Path(out)
     x = example_input(module.image_size, 2)
-    tmp = _atomic_target(out)
-    try:
+    with atomic_path(out) as tmp:
         if exporter == "legacy":
             import warnings
             with warnings.catch_warnings(), torch.no_grad():
@@ -155,9 +142,6 @@ def export_onnx(module: LivenessScorer, out: "str | Path", opset: int = ONNX_OPS
             raise ValueError(f"exporter must be 'legacy' or 'dynamo', got {exporter!r}")
         import onnx
         onnx.checker.check_model(str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -357,67 +341,9 @@ def export_tensorrt(module: LivenessScorer, out: "str | Path", engine_cache_dir:
     s = module.image_size
     spec = trt.Input(min_shape=(MIN_BATCH, 3, s, s), opt_shape=(min(OPT_BATCH, max_batch), 3, s, s),
                      max_shape=(max_batch, 3, s, s), dtype=torch.float32)
-    tmp = _atomic_target(out)
-    try:
+    with atomic_path(out) as tmp:
         trt.save(trt_gm, str(tmp), output_format="exported_program", arg_inputs=[spec])
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
-
-
-# --- checking an export against eager -------------------------------------------------------------------
-def load_exported(fmt: str, path: "str | Path") -> Callable[[np.ndarray], np.ndarray]:
-    """A callable float32 b 3 S S array -> P(attack) array running the exported file ``path`` on CPU."""
-    path = Path(path)
-    if fmt == "torch-export":
-        with open(path, "rb") as f:  # a buffer: torch.export.load wants a .pt2 name, the user may pick another
-            mod = torch.export.load(f).module()
-
-        def run(x: np.ndarray) -> np.ndarray:
-            with torch.no_grad():
-                return p_attack(mod(torch.from_numpy(x))).numpy()
-        return run
-    if fmt == "onnx":
-        disable_onnxruntime_telemetry()
-        import onnxruntime as ort
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return lambda x: sess.run(None, {"images": x})[0]
-    if fmt in ("openvino", "openvino-int8"):
-        disable_openvino_telemetry()
-        import openvino as ov
-        with keep_signal_stack():
-            compiled = ov.Core().compile_model(str(path.with_suffix(".xml")), "CPU",
-                                               {"INFERENCE_PRECISION_HINT": "f32"})
-
-        def run_ov(x: np.ndarray) -> np.ndarray:
-            with keep_signal_stack():
-                return compiled(x)[0]
-        return run_ov
-    if fmt == "tensorrt":
-        trt = import_torch_tensorrt()
-        mod = trt.load(str(path)).module()
-
-        def run_trt(x: np.ndarray) -> np.ndarray:
-            with torch.no_grad():
-                return p_attack(mod(torch.from_numpy(x).cuda())).float().cpu().numpy()
-        return run_trt
-    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-
-
-def check_export(module: LivenessScorer, run: Callable[[np.ndarray], np.ndarray],
-                 batches: tuple[int, ...] = (1, 7)) -> dict[int, float]:
-    """Max |P_export - P_eager| per batch size, on reproducible inputs."""
-    diffs = {}
-    for b in batches:
-        x = example_input(module.image_size, b, seed=b)
-        with torch.no_grad():
-            ref = p_attack(module.cpu().float()(x)).numpy()
-        got = np.asarray(run(x.numpy()), dtype=np.float32).reshape(-1)
-        if got.shape != ref.shape:
-            raise AssertionError(f"export returns shape {got.shape} for batch {b}, eager {ref.shape}")
-        diffs[b] = float(np.abs(got - ref).max())
-    return diffs
 
 
 def export(model: "str | Path | Checkpoint", fmt: str, out: "str | Path", max_batch: int = MAX_BATCH,
@@ -478,7 +404,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {out} ({args.fmt}) in {time.perf_counter() - t0:.1f} s")
     if not args.no_check:
-        diffs = check_export(module, load_exported(args.fmt, out))
+        from .runtime import ExportedRuntime, compare_with_eager  # runtime imports this module
+        run = ExportedRuntime(args.fmt, out, module.image_size, args.max_batch, routing=args.routing)
+        diffs = compare_with_eager(run, module)
         print("max |P_export - P_eager|: " + ", ".join(f"batch {b}: {d:.2e}" for b, d in diffs.items()))
     return 0
 

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from . import export as _export
+from ..atomic import atomic_path, write_text_atomic
 from ..checkpoint import Checkpoint
 from ..clip import LivenessScorer
 from ..tensors import weights_digest
@@ -206,11 +207,8 @@ def eager_reference(module: LivenessScorer, x: np.ndarray, cache_dir: "Path | No
         pass
     ref = _eager_p(module, x)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".ref.", suffix=".npy", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, ref)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.save(tmp, ref)
     except OSError as e:  # a read-only cache only costs the eager pass next time
         log.info("cannot cache the eager reference in %s: %s", path.parent, e)
     return ref
@@ -280,10 +278,8 @@ def check_agreement(runtime: "Runtime", x: np.ndarray, p_ref: np.ndarray, thresh
     message = f"{runtime.name} fails the decision-agreement guard against torch eager fp32: {a}"
     if record is not None:  # passed or failed: the next start re-uses it (see _recorded_rejection)
         try:
-            tmp = Path(record).with_suffix(".tmp")
-            tmp.write_text(json.dumps({"stamp": stamp, "agreement": a.as_dict(), "message": message,
-                                       "p_runtime": [float(v) for v in p]}))
-            os.replace(tmp, record)
+            write_text_atomic(record, json.dumps({"stamp": stamp, "agreement": a.as_dict(), "message": message,
+                                                  "p_runtime": [float(v) for v in p]}))
         except OSError as e:
             log.info("cannot record the guard result in %s: %s", record, e)
     if not a.passed:
@@ -380,6 +376,90 @@ def _numpy_outputs(out) -> list[np.ndarray]:
     return [o.float().cpu().numpy() for o in outs]
 
 
+# --- opening an exported file: one opener per format, used by the cached runtimes and ExportedRuntime -------
+def open_openvino(xml: "str | Path", config: "dict | None" = None, core=None):
+    """Compile an OpenVINO IR (``.xml`` beside its ``.bin``) for the CPU; fp32 inference unless ``config`` says
+    otherwise. The calling thread keeps its own signal stack (``export.keep_signal_stack``)."""
+    _export.disable_openvino_telemetry()  # before the import: importing openvino sends a usage event
+    import openvino as ov
+    core = ov.Core() if core is None else core
+    with _export.keep_signal_stack():
+        return core.compile_model(str(Path(xml).with_suffix(".xml")), "CPU",
+                                  {"INFERENCE_PRECISION_HINT": "f32", **(config or {})})
+
+
+def open_onnx(path: "str | Path", threads: int | None = None):
+    """An ONNX Runtime CPU session on ``path``, full graph optimisation, ``threads`` intra-op threads."""
+    _export.disable_onnxruntime_telemetry()  # before the import: it writes under ~/.cache
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def open_torch_export(path: "str | Path") -> torch.nn.Module:
+    """The module of a saved ExportedProgram (any file name: read through a buffer, since
+    ``torch.export.load`` wants a .pt2 name)."""
+    with open(path, "rb") as f:
+        return torch.export.load(f).module()
+
+
+def open_tensorrt(path: "str | Path") -> torch.nn.Module:
+    """The module of a torch-tensorrt engine saved as an ExportedProgram (needs TensorRT and a GPU)."""
+    return _export.import_torch_tensorrt().load(str(path)).module()
+
+
+class ExportedRuntime(Runtime):
+    """Runs a file written by ``models.export`` (``fmt`` one of ``export.FORMATS``) through the same opener as
+    the cached runtime of that engine: what ``python -m models.export`` checks against eager."""
+
+    def __init__(self, fmt: str, path: "str | Path", input_size: int, max_batch: int = _export.MAX_BATCH,
+                 routing: bool = False):
+        if fmt not in _export.FORMATS:
+            raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(_export.FORMATS)}")
+        self.name = f"{fmt}-file"
+        gpu = fmt == "tensorrt"
+        super().__init__(input_size, max_batch, "cuda" if gpu else "cpu", routing)
+        path = Path(path)
+        if fmt in ("openvino", "openvino-int8"):
+            compiled = open_openvino(path)
+            self._n_out = len(compiled.outputs)
+            with _export.keep_signal_stack():
+                self._request = compiled.create_infer_request()
+            self._run = self._run_openvino
+        elif fmt == "onnx":
+            self._session = open_onnx(path)
+            self._run = lambda x: self._session.run(None, {"images": x})
+        else:
+            mod = open_tensorrt(path) if gpu else open_torch_export(path)
+            dev = torch.device("cuda" if gpu else "cpu")
+
+            def run_module(x: np.ndarray):
+                with torch.no_grad():
+                    return _numpy_outputs(mod(torch.from_numpy(x).to(dev)))
+            self._run = run_module
+
+    def _run_openvino(self, x: np.ndarray):
+        with _export.keep_signal_stack():
+            self._request.infer({0: x})
+        return [self._request.get_output_tensor(i).data.copy() for i in range(self._n_out)]
+
+
+def compare_with_eager(runtime: Runtime, module: LivenessScorer, batches: "tuple[int, ...]" = (1, 7)) -> dict[int, float]:
+    """Max |P_runtime - P_eager fp32| per batch size, on reproducible random inputs (seed = the batch size)."""
+    diffs = {}
+    for b in batches:
+        x = _export.example_input(runtime.input_size, b, seed=b)
+        with torch.inference_mode():
+            ref = _export.p_attack(module(x)).float().numpy()
+        got = runtime(x)
+        if got.shape != ref.shape:
+            raise RuntimeError(f"{runtime.name} returns shape {got.shape} for batch {b}, eager {ref.shape}")
+        diffs[b] = float(np.abs(got - ref).max())
+    return diffs
+
+
 class TorchRuntime(Runtime):
     """torch eager, fp32, CPU: the reference every other runtime is checked against."""
 
@@ -438,10 +518,7 @@ class OpenVINORuntime(Runtime):
                       "CACHE_DIR": str(entry / f"compiled-{precision}")}
             if threads:
                 config["INFERENCE_NUM_THREADS"] = int(threads)
-            # every OpenVINO call gives the thread its own signal stack back (see export.keep_signal_stack: the
-            # CPU plugin's would be unmapped under this thread when the model is released on another one)
-            with _export.keep_signal_stack():
-                return core.compile_model(str(entry / "model.xml"), "CPU", config)
+            return open_openvino(entry / "model.xml", config, core)
 
         folder, self.built, compiled = _load_cached(folder, build, load, "OpenVINO model")
         self.cache_path = folder
@@ -497,12 +574,8 @@ class OnnxRuntimeRuntime(Runtime):
             _export.export_onnx(module, tmp / "model.onnx")
             return {"versions": versions}
 
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
         folder, self.built, self._session = _load_cached(
-            folder, build, lambda entry: ort.InferenceSession(str(entry / "model.onnx"), opts,
-                                                              providers=["CPUExecutionProvider"]), "ONNX model")
+            folder, build, lambda entry: open_onnx(entry / "model.onnx", threads), "ONNX model")
         self.cache_path = folder
 
     def _run(self, x: np.ndarray):
@@ -597,8 +670,8 @@ class TensorRTRuntime(Runtime):
             _export.export_tensorrt(copy.deepcopy(module), tmp / "model.ep", root / "engines", max_batch)
             return {"versions": versions}
 
-        folder, self.built, self._mod = _load_cached(
-            folder, build, lambda entry: trt.load(str(entry / "model.ep")).module(), "TensorRT engine")
+        folder, self.built, self._mod = _load_cached(folder, build, lambda entry: open_tensorrt(entry / "model.ep"),
+                                                     "TensorRT engine")
         self.cache_path = folder
         self._dev = dev
 
@@ -702,11 +775,7 @@ def verify(runtime: Runtime, module: LivenessScorer, batch: int = 3, *,
         folder = getattr(runtime, "cache_path", None)
         record = Path(folder) / f"guard-{runtime.name}.json" if folder is not None else None
         return check_agreement(runtime, x, p_ref, threshold, record).max_dp
-    x = _export.example_input(runtime.input_size, batch, seed=1234)
-    with torch.inference_mode():
-        ref = _export.p_attack(module(x)).float().numpy()
-    got = runtime(x)
-    diff = float(np.abs(got - ref).max())
+    diff = compare_with_eager(runtime, module, (batch,))[batch]
     if not np.isfinite(diff) or diff > runtime.tolerance:
         raise RuntimeError(f"{runtime.name} disagrees with torch eager fp32 by {diff:.2e} "
                            f"(> tolerance {runtime.tolerance:.0e})")

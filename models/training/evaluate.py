@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from . import metrics as M
+from ..atomic import atomic_path, write_text_atomic
 from ..preprocess import preprocess, resize_crop
 
 log = logging.getLogger("models.evaluate")
@@ -182,9 +183,7 @@ def format_table(rep: dict[str, Any]) -> str:
 def write_scores_csv(path: Path, samples: Sequence, scores: np.ndarray, base: Path | None) -> None:
     """path,score,label,attack_type,source,group per scored row; paths relative to ``base`` where possible (the
     manifest's folder, so the CSV joins with the manifest). Scores with 9 significant digits: float32 exact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "score", "label", "attack_type", "source", "group"])
         for s, p in zip(samples, scores):
@@ -195,7 +194,6 @@ def write_scores_csv(path: Path, samples: Sequence, scores: np.ndarray, base: Pa
                 except ValueError:  # another drive (Windows)
                     rel = s.path
             w.writerow([rel.as_posix(), f"{float(p):.9g}", s.label, s.attack_type, s.source, s.group])
-    tmp.replace(path)
 
 
 def write_plots(folder: Path, labels: np.ndarray, scores: np.ndarray, threshold: float, sources: Sequence[str],
@@ -405,10 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.report.with_name(args.report.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2, allow_nan=False))
-        tmp.replace(args.report)
+        write_text_atomic(args.report, json.dumps(result, indent=2, allow_nan=False))
 
     print(f"model {args.model} ({ckpt.config.name}), backend {runtime.name}, threshold {threshold:.6g} ({origin})")
     print(f"{len(scored)} crops scored in {seconds:.1f} s"

@@ -32,6 +32,7 @@ from torch import nn
 from . import data as fdata
 from .augment import EvalTransform, TrainAugment
 from .auxiliary import DomainHead, SpectrumHead, TokenTap
+from ..atomic import atomic_path
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..clip import LaSoftMoECLIP, create_model
 from ..config import get_config
@@ -132,9 +133,8 @@ def load_images(samples: list[fdata.Sample], size: int, cache: Path | None) -> n
     with ThreadPoolExecutor(4) as ex:
         arr = np.stack(list(ex.map(read, samples)))
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path.with_suffix(".tmp.npy"), arr)
-        path.with_suffix(".tmp.npy").replace(path)
+        with atomic_path(path) as tmp:
+            np.save(tmp, arr)
     return arr
 
 
@@ -528,12 +528,11 @@ def main(argv=None) -> int:
                 save_checkpoint(args.out / "best.safetensors", model, threshold=res["threshold"], data_card=card,
                                 dtype=dtype)
                 log.info("   new best (mean source error %.4f)", sel)
-            torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
-                        "best": best, "sampler_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                        **({"group_dro": dro.state_dict()} if dro is not None else {}),
-                        **({"aux": aux.state_dict()} if len(aux) else {})},
-                       args.out / "train_state.tmp")
-            (args.out / "train_state.tmp").replace(args.out / "train_state.pt")
+            with atomic_path(args.out / "train_state.pt") as tmp:
+                torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
+                            "best": best, "sampler_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                            **({"group_dro": dro.state_dict()} if dro is not None else {}),
+                            **({"aux": aux.state_dict()} if len(aux) else {})}, tmp)
             with open(args.out / "history.jsonl", "a") as f:
                 f.write(json.dumps({"epoch": epoch + 1, "loss": run_loss, "threshold": res["threshold"],
                                     "selection": sel, "pooled": pooled, "per_source": rep["per_source"],
