@@ -4,8 +4,9 @@
 rest of the tower (CLS token, positional embedding, blocks) is unchanged, because the stem's output grid at stride
 16 has exactly the patch embedding's token count (8 x 8 at 128 px).
 
-Layout follows the ImageNet MobileNetV2 1.0 release described in ``shared/pretrained/README.md`` (Sandler et al.,
-CVPR 2018): batch norm folded into each conv's bias, ReLU6 after every conv except the projections, TensorFlow
+Layout follows the ImageNet MobileNetV2 1.0 release (Sandler et al., CVPR 2018; TensorFlow's Apache-2.0
+``mobilenet_v2_1.0_224`` file as float32 safetensors, convs ``c0 .. c52`` in graph order, see
+``load_mobilenet_v2_stem``): batch norm folded into each conv's bias, ReLU6 after every conv except the projections, TensorFlow
 "SAME" padding (stride-2 3x3 convs pad 0 left/top, 1 right/bottom). Input is RGB in [-1, 1], which is why the
 stem configs set ``mean = std = 0.5``.
 
@@ -127,7 +128,7 @@ def load_mobilenet_v2_stem(stem: MobileNetV2Stem, path: str | Path) -> int:
             key = f"c{k}.{part}"
             if key not in sd:
                 raise ValueError(f"{path}: missing {key}: not the MobileNetV2 1.0 release layout "
-                                 "(shared/pretrained/README.md)")
+                                 "(c0 .. c52: each conv's weight, in torch's layout, and bias)")
             target = getattr(conv, part)
             if sd[key].shape != target.shape:
                 raise ValueError(f"{path}: {key} has shape {tuple(sd[key].shape)}, the stem expects "

@@ -74,7 +74,7 @@ def main() -> None:
              f"- training split: {card.get('train', '?')}",
              f"- validation split ({card.get('split', '?')}): {card.get('val', '?')}",
              f"- {card.get('terms', '')}", "",
-             f"Sources (shared/data/README.md): {', '.join(card.get('sources', []))}. NUAA, Idiap Replay-Attack "
+             f"Sources: {', '.join(card.get('sources', []))}. NUAA, Idiap Replay-Attack "
              "and the webcam / PyImageSearch-clone sets are research-only, UTKFace non-commercial, rsface CC BY 4.0 "
              "(\"사람 감지 테스트 1\", Roboflow Universe, project-iorgd). **These weights are for evaluation and "
              "demonstration, not for production decisions**: a deployer trains on data they hold rights to, with "

@@ -20,7 +20,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 ATTACK_TYPES = ("none", "print", "replay", "mask", "digital-edit", "faceswap", "gan", "adversarial", "unknown")
-# groups of shared/data that are web collections of distinct people (data/README.md), split per image
+# groups of the training data that are web collections of distinct people (one person per image, no capture
+# set to leak between splits), split per image
 DEFAULT_COLLECTION_GROUPS = ("genphotos", "utkface", "yonsei", "lfw-real", "lfw-fake")
 
 
