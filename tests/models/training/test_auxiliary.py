@@ -62,7 +62,7 @@ def test_domain_head_classifiers_descend_and_features_ascend():
     # same loss without reversal: the feature gradient is exactly the opposite
     tokens.grad = None
     head.zero_grad()
-    feat = tokens[:, 0]
+    feat = torch.nn.functional.layer_norm(tokens[:, 0], (8,))
     plain = torch.stack([torch.nn.functional.cross_entropy(head.heads[c](feat[labels == c]), domains[labels == c])
                          for c in (0, 1)]).mean()
     plain.backward()
@@ -71,6 +71,19 @@ def test_domain_head_classifiers_descend_and_features_ascend():
     assert DomainHead.schedule(0.0) == 0.0 and DomainHead.schedule(1.0) > 0.99
     with pytest.raises(ValueError):
         DomainHead(8, 1)
+
+
+def test_the_tower_cannot_raise_the_domain_loss_by_scaling_its_features():
+    # the first DANN run diverged this way: the reversed gradient grew the class token's norm, and the room
+    # classifiers' cross-entropy with it, without hiding anything
+    torch.manual_seed(0)
+    head = DomainHead(8, 3)
+    tokens = torch.randn(6, 5, 8)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    domains = torch.tensor([0, 1, 2, 0, 1, 2])
+    base = head.loss(tokens, labels, domains, lam=1.0)
+    for scale in (10.0, 1000.0):
+        torch.testing.assert_close(head.loss(tokens * scale, labels, domains, lam=1.0), base, rtol=1e-4, atol=1e-4)
 
 
 def test_token_tap_sees_the_tower_output_and_detaches():
