@@ -142,8 +142,10 @@ class PipelineWorker(RunSignals):
             log.exception("worker failed")
             self._set_state("error", f"Unexpected error: {e}")
         finally:
-            if self.reader is not None:
-                self.reader.stop(timeout=1.0)
+            # the capture too (a camera stays busy until it is released); not under a reader still blocked in
+            # a read (closing a capture mid-read is the driver's undefined case): that one goes with the reader
+            if self.reader is not None and self.reader.stop(timeout=1.0):
+                self.reader.source.close()
             if self.session is not None:
                 self.session.close()
             elif self.pipeline is not None:
@@ -394,6 +396,18 @@ def _model_label(scorer: Scorer, configured: str | None) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- GUI side
+def thread_ended(thread: QThread) -> bool:
+    """True once ``thread`` has really ended, so that deleting its QThread is safe and loses nothing.
+
+    Not ``isFinished()``: with Qt 6 that can already be True while the thread is still emitting ``finished``.
+    Deleting the QThread then (a ``deleteLater`` from the first queued receiver) loses the queued call of a
+    Python callable connected to ``finished`` later (PySide's hidden receiver for it goes with its sender): in
+    a bare start / stop loop under load, 5 of 300 such calls never ran with ``isFinished()``, 0 of 300 with
+    ``wait(0)`` (docs/stability.md, "Stop under load"). ``wait(0)`` is True only after the thread's last step.
+    """
+    return thread.wait(0)
+
+
 _ALIVE: dict[int, tuple[QThread, "PipelineWorker"]] = {}  # started and not yet seen finished
 
 
@@ -481,7 +495,7 @@ class WorkerController(RunSignals):
     def _on_thread_finished(self) -> None:
         still = []
         for thread, worker in self._retired:
-            if thread.isFinished():
+            if thread_ended(thread):
                 _ALIVE.pop(id(thread), None)
                 worker.deleteLater()
                 thread.deleteLater()
@@ -489,10 +503,10 @@ class WorkerController(RunSignals):
                 still.append((thread, worker))
         self._retired = still
         if still:
-            # QThread.finished is emitted just *before* the thread ends, so a queued slot can run while
-            # isFinished() is still False and no further signal will come: look again shortly.
+            # QThread.finished is emitted by the thread itself just before it ends, so this queued slot can run
+            # before it has ended, and no further signal will come: look again shortly.
             QTimer.singleShot(20, self._on_thread_finished)
-        if self.worker is not None and self.thread is not None and self.thread.isFinished():
+        if self.worker is not None and self.thread is not None and thread_ended(self.thread):
             # the current worker ended on its own (e.g. an error before the loop): forget it
             _ALIVE.pop(id(self.thread), None)
             self.worker.deleteLater()

@@ -158,6 +158,27 @@ def test_window_plays_video_through_pipeline_and_stops_cleanly(qtbot, make_windo
     assert w.frames_shown == shown  # nothing arrives after a stop
 
 
+def test_every_receiver_of_a_stopped_workers_finished_signal_is_called(qtbot, make_window, tiny_checkpoint,
+                                                                      face_clip):
+    """The controller deletes a worker's QThread only once the thread has really ended. It used to as soon as
+    isFinished() said so, which Qt 6 says while the thread is still emitting finished(): the queued call of a
+    Python callable connected after the controller's own slot was then lost (the intermittent "not idle after
+    Stop, finished=[]" of the test above; docs/stability.md)."""
+    from PySide6.QtCore import Qt
+    clip, _ = face_clip
+    w = make_window(AppConfig(source=str(clip), loop=True, model=str(tiny_checkpoint)))
+    wait_for_faces(qtbot, w)
+    thread = w.controller.thread
+    # runs in the worker thread inside the emission, after the controller's slot was queued: holds the thread in
+    # its last step for long enough that the controller's slot runs meanwhile (what a loaded machine does)
+    thread.finished.connect(lambda: time.sleep(0.3), Qt.ConnectionType.DirectConnection)
+    called = []
+    thread.finished.connect(lambda: called.append(True))
+    w.start_action.trigger()  # Stop
+    qtbot.waitUntil(lambda: w.controller.idle, timeout=5_000)
+    qtbot.waitUntil(lambda: called == [True], timeout=2_000)
+
+
 def test_display_runs_at_camera_rate_while_a_slow_model_scores(qtbot, make_window, tmp_path,
                                                                tiny_checkpoint, face_clip):
     clip, _ = face_clip
