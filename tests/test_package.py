@@ -72,8 +72,10 @@ def installed(tmp_path_factory):
     elsewhere = work / "elsewhere"  # a folder with no checkout in or above it
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return {"venv": venv, "python": vpy, "liveness": venv / "bin" / "liveness", "cwd": elsewhere, "env": env,
-            "wheel": wheels[0]}
+    yield {"venv": venv, "python": vpy, "liveness": venv / "bin" / "liveness", "cwd": elsewhere, "env": env,
+           "wheel": wheels[0]}
+    # ~150 MB (checkout copy, wheel, venv): removed even when a test failed, which would keep pytest's basetemp
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def test_the_wheel_carries_code_assets_and_the_command(installed):
