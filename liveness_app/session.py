@@ -128,8 +128,8 @@ class Session:
         if not self._first_verdict_marked:  # the first verdict is out: the launch-to-first-verdict trace ends
             self._first_verdict_marked = True
             from . import startup
-            startup.mark("first verdict")
-            log.info("%s", startup.summary())
+            if startup.mark_once("first verdict"):  # the process's first session only: launch happens once
+                log.info("%s", startup.summary())
         audit = self.audit
         if audit is not None and self.pipeline is not None:
             try:

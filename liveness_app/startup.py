@@ -54,6 +54,16 @@ def mark(stage: str) -> float:
     return t
 
 
+def mark_once(stage: str) -> bool:
+    """``mark(stage)`` unless ``stage`` was marked before in this process; True when it marked. Launch is once
+    per process: a GUI that restarts its pipeline (another model, source or backend) starts no new trace."""
+    with _lock:
+        if any(s == stage for s, _ in _marks):
+            return False
+    mark(stage)
+    return True
+
+
 def marks() -> list[tuple[str, float]]:
     with _lock:
         return list(_marks)

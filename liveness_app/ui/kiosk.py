@@ -92,8 +92,8 @@ class KioskWindow(QWidget):
                                                                      for t in result.tracks):
             self._first_verdict_marked = True  # launch-to-first-verdict trace (liveness_app/startup.py)
             from .. import startup
-            startup.mark("first verdict on screen")
-            logging.getLogger(__name__).info("%s", startup.summary())
+            if startup.mark_once("first verdict on screen"):
+                logging.getLogger(__name__).info("%s", startup.summary())
         if self._state in ("running", "loading", "idle"):
             self.message.set_message(describe(result, kiosk=True))
         self._stale.start()

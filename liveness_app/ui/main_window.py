@@ -491,8 +491,8 @@ class MainWindow(QMainWindow):
                                                                      for t in result.tracks):
             self._first_verdict_marked = True  # launch-to-first-verdict trace (liveness_app/startup.py)
             from .. import startup
-            startup.mark("first verdict on screen")
-            logging.getLogger(__name__).info("%s", startup.summary())
+            if startup.mark_once("first verdict on screen"):
+                logging.getLogger(__name__).info("%s", startup.summary())
         self.video_view.set_result(result)
         self.score_plot.add_result(result)
         ids = {t.track_id for t in result.tracks}
