@@ -103,6 +103,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fresh-experts", action="store_true",
                    help="initialise experts independently instead of upcycling identical copies of the MLP")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="seed of the group split (default: --seed); fix it to train another seed on the same split")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (default on CUDA; on CPUs with bf16)")
     p.add_argument("--limit", type=int, default=0, help="use only N manifest rows (smoke tests)")
@@ -380,7 +382,8 @@ def main(argv=None) -> int:
     if args.limit:
         samples = random.Random(args.seed).sample(samples, min(args.limit, len(samples)))
     if args.split == "group":
-        train, val = fdata.group_split(samples, args.val_fraction, args.seed)
+        train, val = fdata.group_split(samples, args.val_fraction,
+                                       args.seed if args.split_seed is None else args.split_seed)
     elif args.split.startswith("loso:"):
         train, val = fdata.leave_one_source_out(samples, args.split[5:])
     elif args.split.startswith("holdout:"):

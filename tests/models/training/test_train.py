@@ -111,6 +111,19 @@ def test_cli_run_checkpoints_reload_and_resume(tmp_path):
     assert [h["epoch"] for h in hist] == [1, 2, 3]
 
 
+def test_split_seed_keeps_the_validation_split_while_the_training_seed_changes(tmp_path):
+    manifest = _make_manifest(tmp_path, n_per_group=2, groups=6)
+    vals = []
+    for seed in (0, 1):
+        out = tmp_path / f"run{seed}"
+        assert trainer.main(["--config", "test-tiny", "--manifest", str(manifest), "--out", str(out), "--epochs",
+                             "1", "--steps-per-epoch", "1", "--batch-size", "4", "--cache", str(tmp_path / "cache"),
+                             "--seed", str(seed), "--split-seed", "5", "--val-fraction", "0.3", "--threads", "1"]) == 0
+        vals.append(sorted(s.path.name for s in fdata.read_manifest(out / "val_manifest.csv")))
+    _, expected = fdata.group_split(fdata.read_manifest(manifest), 0.3, 5)
+    assert vals[0] == vals[1] == sorted(s.path.name for s in expected)
+
+
 def test_resume_without_a_run_is_a_clear_error(tmp_path, capsys):
     assert trainer.main(["--resume", str(tmp_path / "nothing")]) == 2
     assert "nothing to resume" in capsys.readouterr().err
