@@ -39,10 +39,13 @@ def since_launch() -> float:
     return time.perf_counter() - _T0
 
 
-def mark(stage: str) -> float:
-    """Record that ``stage`` just ended; returns the seconds since launch."""
+def mark(stage: str, *, once: bool = False) -> float | None:
+    """Record that ``stage`` just ended; returns the seconds since launch. ``once``: not if ``stage`` was
+    marked before in this process (then None)."""
     t = since_launch()
     with _lock:
+        if once and any(s == stage for s, _ in _marks):
+            return None
         _marks.append((stage, t))
     path = os.environ.get("LIVENESS_STARTUP_TRACE")
     if path:
@@ -57,11 +60,7 @@ def mark(stage: str) -> float:
 def mark_once(stage: str) -> bool:
     """``mark(stage)`` unless ``stage`` was marked before in this process; True when it marked. Launch is once
     per process: a GUI that restarts its pipeline (another model, source or backend) starts no new trace."""
-    with _lock:
-        if any(s == stage for s, _ in _marks):
-            return False
-    mark(stage)
-    return True
+    return mark(stage, once=True) is not None
 
 
 def marks() -> list[tuple[str, float]]:

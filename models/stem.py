@@ -6,8 +6,8 @@ rest of the tower (CLS token, positional embedding, blocks) is unchanged, becaus
 
 Layout follows the ImageNet MobileNetV2 1.0 release (Sandler et al., CVPR 2018; TensorFlow's Apache-2.0
 ``mobilenet_v2_1.0_224`` file as float32 safetensors, convs ``c0 .. c52`` in graph order, see
-``load_mobilenet_v2_stem``): batch norm folded into each conv's bias, ReLU6 after every conv except the projections, TensorFlow
-"SAME" padding (stride-2 3x3 convs pad 0 left/top, 1 right/bottom). Input is RGB in [-1, 1], which is why the
+``load_mobilenet_v2_stem``): batch norm folded into each conv's bias, ReLU6 after every conv except the
+projections, TensorFlow "SAME" padding (stride-2 3x3 convs pad 0 left/top, 1 right/bottom). Input is RGB in [-1, 1], which is why the
 stem configs set ``mean = std = 0.5``.
 
     MobileNetV2Stem:  b 3 S S  ->  b 96 S/16 S/16

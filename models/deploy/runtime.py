@@ -410,6 +410,27 @@ def open_tensorrt(path: "str | Path") -> torch.nn.Module:
     return _export.import_torch_tensorrt().load(str(path)).module()
 
 
+def _openvino_runner(compiled):
+    """x -> the outputs of one OpenVINO infer request on ``compiled`` (copied out of the request's buffers)."""
+    with _export.keep_signal_stack():
+        request = compiled.create_infer_request()
+    n_out = len(compiled.outputs)
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        with _export.keep_signal_stack():
+            request.infer({0: x})
+        return [request.get_output_tensor(i).data.copy() for i in range(n_out)]
+    return run
+
+
+def _module_runner(mod: torch.nn.Module, device: torch.device):
+    """x -> the outputs of a loaded torch module (an ExportedProgram's, a TensorRT engine's) on ``device``."""
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        with torch.inference_mode():
+            return _numpy_outputs(mod(torch.from_numpy(x).to(device)))
+    return run
+
+
 class ExportedRuntime(Runtime):
     """Runs a file written by ``models.export`` (``fmt`` one of ``export.FORMATS``) through the same opener as
     the cached runtime of that engine: what ``python -m models.export`` checks against eager."""
@@ -423,30 +444,17 @@ class ExportedRuntime(Runtime):
         super().__init__(input_size, max_batch, "cuda" if gpu else "cpu", routing)
         path = Path(path)
         if fmt in ("openvino", "openvino-int8"):
-            compiled = open_openvino(path)
-            self._n_out = len(compiled.outputs)
-            with _export.keep_signal_stack():
-                self._request = compiled.create_infer_request()
-            self._run = self._run_openvino
+            self._run = _openvino_runner(open_openvino(path))
         elif fmt == "onnx":
-            self._session = open_onnx(path)
-            self._run = lambda x: self._session.run(None, {"images": x})
+            session = open_onnx(path)
+            self._run = lambda x: session.run(None, {"images": x})
         else:
             mod = open_tensorrt(path) if gpu else open_torch_export(path)
-            dev = torch.device("cuda" if gpu else "cpu")
-
-            def run_module(x: np.ndarray):
-                with torch.no_grad():
-                    return _numpy_outputs(mod(torch.from_numpy(x).to(dev)))
-            self._run = run_module
-
-    def _run_openvino(self, x: np.ndarray):
-        with _export.keep_signal_stack():
-            self._request.infer({0: x})
-        return [self._request.get_output_tensor(i).data.copy() for i in range(self._n_out)]
+            self._run = _module_runner(mod, torch.device("cuda" if gpu else "cpu"))
 
 
-def compare_with_eager(runtime: Runtime, module: LivenessScorer, batches: "tuple[int, ...]" = (1, 7)) -> dict[int, float]:
+def compare_with_eager(runtime: Runtime, module: LivenessScorer,
+                       batches: "tuple[int, ...]" = (1, 7)) -> dict[int, float]:
     """Max |P_runtime - P_eager fp32| per batch size, on reproducible random inputs (seed = the batch size)."""
     diffs = {}
     for b in batches:
@@ -522,9 +530,7 @@ class OpenVINORuntime(Runtime):
 
         folder, self.built, compiled = _load_cached(folder, build, load, "OpenVINO model")
         self.cache_path = folder
-        self._n_out = len(compiled.outputs)
-        with _export.keep_signal_stack():
-            self._request = compiled.create_infer_request()
+        self._run = _openvino_runner(compiled)
 
     @staticmethod
     def entry(module: LivenessScorer, cache_dir: Path, max_batch: int, precision: str,
@@ -542,11 +548,6 @@ class OpenVINORuntime(Runtime):
                      .hexdigest()[:16], "ignored": list(_export.INT8_IGNORED_PATTERNS)}
         kind = "openvino-int8" if precision == "int8" else "openvino"  # bf16 runs the fp32 IR
         return Path(cache_dir) / "openvino" / cache_key(module, kind, versions, max_batch, extra), versions
-
-    def _run(self, x: np.ndarray):
-        with _export.keep_signal_stack():
-            self._request.infer({0: x})
-        return [self._request.get_output_tensor(i).data.copy() for i in range(self._n_out)]
 
 
 def _nncf_version() -> str:
@@ -670,14 +671,10 @@ class TensorRTRuntime(Runtime):
             _export.export_tensorrt(copy.deepcopy(module), tmp / "model.ep", root / "engines", max_batch)
             return {"versions": versions}
 
-        folder, self.built, self._mod = _load_cached(folder, build, lambda entry: open_tensorrt(entry / "model.ep"),
-                                                     "TensorRT engine")
+        folder, self.built, mod = _load_cached(folder, build, lambda entry: open_tensorrt(entry / "model.ep"),
+                                               "TensorRT engine")
         self.cache_path = folder
-        self._dev = dev
-
-    def _run(self, x: np.ndarray):
-        with torch.inference_mode():
-            return _numpy_outputs(self._mod(torch.from_numpy(x).to(self._dev)))
+        self._run = _module_runner(mod, dev)
 
 
 BACKGROUND_ENV = "LIVENESS_BACKGROUND_BUILDS"  # "0": never start a background int8 build (tests, read-only installs)
