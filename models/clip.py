@@ -7,6 +7,9 @@ with a strict key check.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
 from collections import OrderedDict
 
 import torch
@@ -144,8 +147,6 @@ class LaSoftMoECLIP(nn.Module):
         self.ln_final = nn.LayerNorm(t.width)
         self.text_projection = nn.Parameter(torch.empty(t.width, cfg.embed_dim))
         self.logit_scale = nn.Parameter(torch.tensor(2.6592))  # log(1 / 0.07)
-        self.register_buffer("attn_mask", torch.full((t.context_length, t.context_length), float("-inf"))
-                             .triu_(1), persistent=False)
         self._init_weights()
         self.upcycle_experts()
         self._text_cache: torch.Tensor | None = None
@@ -191,7 +192,8 @@ class LaSoftMoECLIP(nn.Module):
         """Projected, un-normalised features of the EOT token: b ctx (int) -> b embed."""
         x = self.token_embedding(tokens).to(self.dtype) + self.positional_embedding.to(self.dtype)
         n = tokens.shape[1]
-        x = self.ln_final(self.transformer(x, attn_mask=self.attn_mask[:n, :n]))
+        causal = torch.full((n, n), float("-inf"), device=x.device, dtype=x.dtype).triu_(1)
+        x = self.ln_final(self.transformer(x, attn_mask=causal))
         return x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ self.text_projection
 
     # --- liveness -------------------------------------------------------------------------------------
@@ -285,8 +287,11 @@ class LivenessScorer(nn.Module):
         return logits.softmax(dim=-1)[:, 1]
 
 
-def create_model(name_or_config: "str | ModelConfig | dict") -> LaSoftMoECLIP:
-    """Build a model from a config name (models/model_configs/NAME.json), a ModelConfig or a dict."""
+def create_model(name_or_config: "str | ModelConfig | dict", init: bool = True) -> LaSoftMoECLIP:
+    """Build a model from a config name (models/model_configs/NAME.json), a ModelConfig or a dict.
+
+    ``init=False`` leaves every parameter uninitialised (``torch.empty`` contents), for a caller that replaces
+    all of them at once, as loading a checkpoint does; see ``skip_init``."""
     from .config import get_config
 
     if isinstance(name_or_config, str):
@@ -297,4 +302,48 @@ def create_model(name_or_config: "str | ModelConfig | dict") -> LaSoftMoECLIP:
         cfg = name_or_config
     else:
         raise TypeError(f"create_model takes a config name, ModelConfig or dict, not {type(name_or_config)}")
-    return LaSoftMoECLIP(cfg)
+    if init:
+        return LaSoftMoECLIP(cfg)
+    with skip_init():
+        return LaSoftMoECLIP(cfg)
+
+
+_skip = threading.local()
+_skip_lock = threading.Lock()
+_skip_users = 0
+_INIT_FNS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+             "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_")
+
+
+@contextlib.contextmanager
+def skip_init():
+    """Inside this block, ``torch.nn.init`` functions called *by this thread* leave their tensor as it is.
+
+    Modules then build with ``torch.empty`` contents, which is what a caller that loads every tensor next
+    wants: building a 14 M-parameter model with its random initialisation costs a start ~0.3 s. Other threads
+    keep the real initialisers throughout (the flag is thread-local); the wrappers are installed while any
+    thread is inside the block and removed after the last one leaves. (``torch.device("meta")`` would do
+    without wrappers, but its first use in a process imports torch's Python reference ops: ~2 s.)"""
+    global _skip_users
+    with _skip_lock:
+        if _skip_users == 0:
+            for name in _INIT_FNS:
+                setattr(nn.init, name, _skippable(getattr(nn.init, name)))
+        _skip_users += 1
+    outer, _skip.on = getattr(_skip, "on", False), True
+    try:
+        yield
+    finally:
+        _skip.on = outer
+        with _skip_lock:
+            _skip_users -= 1
+            if _skip_users == 0:
+                for name in _INIT_FNS:
+                    setattr(nn.init, name, getattr(nn.init, name).__wrapped__)
+
+
+def _skippable(fn):
+    @functools.wraps(fn)
+    def wrapper(tensor, *args, **kwargs):
+        return tensor if getattr(_skip, "on", False) else fn(tensor, *args, **kwargs)
+    return wrapper

@@ -17,7 +17,8 @@ def weights_digest(tensors: Mapping[str, torch.Tensor], h: "hashlib._Hash | None
         h.update(name.encode())
         h.update(str(t.dtype).encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # reshape: 0-d tensors cannot be viewed as bytes
+        # reshape: 0-d tensors cannot be viewed as bytes; the numpy view is hashed in place (no tobytes copy)
+        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
     return h.hexdigest()
 
 

@@ -57,13 +57,14 @@ class SimpleTokenizer:
         if not bpe_path.is_file():
             raise FileNotFoundError(f"CLIP BPE vocabulary not found: {bpe_path} (ships in assets/)")
         self.byte_encoder = _bytes_to_unicode()
+        # merges stay "a b" strings (a symbol never holds a space: byte 32 is encoded as another character):
+        # splitting 48,894 lines into tuples was most of a start's tokenizer time (issue 15)
         merges = gzip.open(bpe_path).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
-        merges = [tuple(m.split()) for m in merges]
         vocab = list(self.byte_encoder.values())
-        vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges]
+        vocab = vocab + [v + "</w>" for v in vocab] + [m.replace(" ", "") for m in merges]
         vocab += ["<|startoftext|>", "<|endoftext|>"]
         self.encoder = {v: i for i, v in enumerate(vocab)}
-        self.bpe_ranks = dict(zip(merges, range(len(merges))))
+        self.bpe_ranks = dict(zip(merges, range(len(merges))))  # "a b" -> rank
         self.cache = {"<|startoftext|>": "<|startoftext|>", "<|endoftext|>": "<|endoftext|>"}
         self.pat = re.compile(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
                               re.IGNORECASE)
@@ -78,8 +79,8 @@ class SimpleTokenizer:
         if not pairs:
             return token + "</w>"
         while True:
-            bigram = min(pairs, key=lambda pair: self.bpe_ranks.get(pair, float("inf")))
-            if bigram not in self.bpe_ranks:
+            bigram = min(pairs, key=lambda pair: self.bpe_ranks.get(" ".join(pair), float("inf")))
+            if " ".join(bigram) not in self.bpe_ranks:
                 break
             first, second = bigram
             new_word: list[str] = []

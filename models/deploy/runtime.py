@@ -34,6 +34,7 @@ stale export; they are written under a temporary name and renamed into place.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -184,6 +185,11 @@ def agreement_batch(crops: np.ndarray, preprocessing) -> np.ndarray:
     return preprocess(crops, preprocessing)
 
 
+def _float_bytes(x: np.ndarray) -> memoryview:
+    """The float32 bytes of ``x`` for hashing, without the copy ``tobytes`` makes (half the time on 39 MB)."""
+    return memoryview(np.ascontiguousarray(x, dtype=np.float32)).cast("B")
+
+
 def _eager_p(module: LivenessScorer, x: np.ndarray, chunk: int = 16) -> np.ndarray:
     with torch.inference_mode():
         return np.concatenate([_export.p_attack(module(torch.from_numpy(x[i:i + chunk]))).float().numpy()
@@ -197,7 +203,7 @@ def eager_reference(module: LivenessScorer, x: np.ndarray, cache_dir: "Path | No
         return _eager_p(module, x)
     h = hashlib.sha256(fingerprint(module).encode())
     h.update(str(x.shape).encode())
-    h.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+    h.update(_float_bytes(x))
     path = Path(cache_dir) / "reference" / f"{h.hexdigest()[:32]}.npy"
     try:
         ref = np.load(path)
@@ -255,8 +261,8 @@ def check_agreement(runtime: "Runtime", x: np.ndarray, p_ref: np.ndarray, thresh
     ``_GUARD_RECHECK`` crops are re-scored, and they must reproduce the recorded scores to 1e-4 (the same
     compiled model on the same CPU), else the full guard runs again.
     """
-    stamp = {"crops": hashlib.sha256(np.ascontiguousarray(x, np.float32).tobytes()).hexdigest()[:24],
-             "reference": hashlib.sha256(np.asarray(p_ref, np.float32).tobytes()).hexdigest()[:24],
+    stamp = {"crops": hashlib.sha256(_float_bytes(x)).hexdigest()[:24],
+             "reference": hashlib.sha256(_float_bytes(p_ref)).hexdigest()[:24],
              "threshold": float(threshold), "cpu": platform.processor() or platform.machine(),
              "runtime": runtime.name}
     if record is not None:
@@ -544,12 +550,13 @@ class OpenVINORuntime(Runtime):
             if calibration is None or len(calibration) == 0:
                 raise RuntimeError("int8 needs calibration crops")
             versions["nncf"] = _nncf_version()
-            extra = {"calibration": hashlib.sha256(np.ascontiguousarray(calibration, np.float32).tobytes())
-                     .hexdigest()[:16], "ignored": list(_export.INT8_IGNORED_PATTERNS)}
+            extra = {"calibration": hashlib.sha256(_float_bytes(calibration)).hexdigest()[:16],
+                     "ignored": list(_export.INT8_IGNORED_PATTERNS)}
         kind = "openvino-int8" if precision == "int8" else "openvino"  # bf16 runs the fp32 IR
         return Path(cache_dir) / "openvino" / cache_key(module, kind, versions, max_batch, extra), versions
 
 
+@functools.lru_cache(maxsize=1)
 def _nncf_version() -> str:
     try:
         from importlib.metadata import version

@@ -233,3 +233,36 @@ def test_the_stored_weights_digest_is_the_shared_one(tmp_path):
     assert stored == weights_digest(tensors)
     tensors[next(iter(tensors))] = tensors[next(iter(tensors))] + 1
     assert stored != weights_digest(tensors)
+
+
+def test_skip_init_is_per_thread_and_undone(trained):
+    """Loading builds the model without its random init; another thread building a model meanwhile (a
+    training run, say) still gets the real initialisers, and nothing stays patched afterwards."""
+    import threading
+
+    from models.clip import skip_init
+
+    original = torch.nn.init.normal_
+    seen = {}
+
+    def other_thread():
+        t = torch.zeros(1000)
+        torch.nn.init.normal_(t)
+        seen["other"] = float(t.abs().sum())
+
+    with skip_init():
+        t = torch.zeros(1000)
+        torch.nn.init.normal_(t)
+        with skip_init():  # nested: still skipped after the inner block
+            pass
+        torch.nn.init.kaiming_uniform_(t.view(10, 100))
+        seen["here"] = float(t.abs().sum())
+        worker = threading.Thread(target=other_thread)
+        worker.start()
+        worker.join()
+    assert seen["here"] == 0.0 and seen["other"] > 0.0
+    assert torch.nn.init.normal_ is original
+    _, path = trained
+    a = models.load_checkpoint(path).model.state_dict()  # what a load builds is exactly the file's tensors
+    b = models.load_checkpoint(path).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
