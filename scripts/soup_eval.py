@@ -7,7 +7,7 @@
 Each NAME=PATH[:WEIGHT],... becomes ``OUT/NAME.safetensors`` (``python -m models.soup``), is scored with torch
 eager fp32 (``python -m models.evaluate --scores-csv``) and reported at its own validation EER threshold,
 like the trainer's epochs (``OUT/NAME.json``, which ``scripts/fold_table.py NAME=OUT/NAME.json`` reads).
-The soup is then rewritten with that threshold stored. Validation sources stay held out from every
+The soup file then gets that threshold stored. Validation sources stay held out from every
 ingredient only if all of them were trained on the same split (same ``--split-seed``).
 """
 from __future__ import annotations
@@ -24,6 +24,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+
+from models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from models.training import metrics as M  # noqa: E402
 from models.training.soup import make_soup  # noqa: E402
 
@@ -59,12 +62,14 @@ def main(argv=None) -> int:
             rows = list(csv.DictReader(f))
         labels = np.array([int(r["label"]) for r in rows])
         scores = np.array([float(r["score"]) for r in rows])
-        threshold = M.report(labels, scores, 0.5)["pooled"]["eer_threshold"]
+        _, threshold = M.eer(labels, scores)
         rep = M.report(labels, scores, threshold, sources=[r["source"] for r in rows],
                        attack_types=[r["attack_type"] for r in rows])
         (a.out / f"{name}.json").write_text(json.dumps({"metrics": rep, "ingredients": [str(x) for x in paths],
                                                         "weights": weights}, indent=1, default=float))
-        make_soup(paths, model, weights, threshold=float(threshold), fp16=True)
+        soup = load_checkpoint(model)  # store the chosen threshold (re-averaging the ingredients is not needed)
+        save_checkpoint(model, soup.model, threshold=float(threshold), data_card=soup.data_card,
+                        dtype=torch.float16)
         pooled = rep["pooled"]
         print(f"{name}: AUC {pooled['auc']:.4f}  EER {100 * pooled['eer']:.2f} %  threshold {threshold:.4f}",
               flush=True)
