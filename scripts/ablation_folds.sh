@@ -22,9 +22,13 @@ RUNS=(
   "mnv2dense-s0|ViT-Ti-16-128-mnv2-dense|0|$NEW"
   "mnv2-160-s0|ViT-Ti-16-160-mnv2|0|$NEW"
   "mnv2-noroomaug-s0|ViT-Ti-16-128-mnv2|0|"
+  "mnv2-160-s1|ViT-Ti-16-160-mnv2|1|$NEW"
+  "mnv2dense-s1|ViT-Ti-16-128-mnv2-dense|1|$NEW"
 )
+ONLY=${ONLY:-}  # space-separated run names: only these (e.g. ONLY="mnv2-160-s0 mnv2-160-s1")
 run() {
   IFS='|' read -r name cfg seed extra <<< "$1"
+  if [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
   out=$OUT/$name
   if [ -f "$out/history.jsonl" ] && [ "$(wc -l < "$out/history.jsonl")" -ge "$EPOCHS" ]; then return; fi
   rm -rf "$out"; mkdir -p "$out"
@@ -34,6 +38,7 @@ run() {
   echo "$(date +%T) done $name rc=$?"
 }
 for r in "${RUNS[@]}"; do
+  if [ -n "$ONLY" ] && [[ " $ONLY " != *" ${r%%|*} "* ]]; then continue; fi
   while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done
   run "$r" &
   sleep 2
