@@ -56,8 +56,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--init", type=Path, help="initialise from one of our checkpoints (fine-tuning)")
     p.add_argument("--resume", type=Path, help="resume the run in this output folder")
     p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
-    p.add_argument("--split", default="group", help="'group' (group-held-out), 'loso:SOURCE' (leave one source out) "
-                   "or 'holdout:SRC1,SRC2,...' (several whole sources or families held out together)")
+    p.add_argument("--split", default="group", help="'group' (group-held-out), 'loso:SOURCE' (leave one source out), "
+                   "'holdout:SRC1,SRC2,...' (several whole sources or families held out together) or 'all' (the "
+                   "shipped model: train on every crop; the group split's validation crops are then trained on too, "
+                   "so they only monitor the run: take the epoch and threshold from a held-out run of the same "
+                   "recipe, see --keep-epochs)")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--out", type=Path, default=Path("runs/train"))
     p.add_argument("--epochs", type=int, default=10)
@@ -110,6 +113,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=0, help="use only N manifest rows (smoke tests)")
     p.add_argument("--cache", type=Path, default=ROOT / "cache", help="decoded-image cache folder")
     p.add_argument("--fp16-weights", action="store_true", help="store checkpoints in float16 (half the size)")
+    p.add_argument("--keep-epochs", action="store_true",
+                   help="also keep every epoch's weights (OUT/epoch_N.safetensors), so an epoch chosen on a held-out "
+                   "run of the same recipe can be taken from this one")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -388,8 +394,15 @@ def main(argv=None) -> int:
         train, val = fdata.leave_one_source_out(samples, args.split[5:])
     elif args.split.startswith("holdout:"):
         train, val = fdata.hold_out_sources(samples, [x for x in args.split[8:].split(",") if x])
+    elif args.split == "all":
+        _, val = fdata.group_split(samples, args.val_fraction,
+                                   args.seed if args.split_seed is None else args.split_seed)
+        train = list(samples)
+        log.warning("--split all: training on all %d crops; the %d validation crops are trained on too, so the "
+                    "figures below are not held out and the stored threshold is in-domain", len(train), len(val))
     else:
-        raise SystemExit(f"error: --split must be 'group', 'loso:SOURCE' or 'holdout:SRC,...', got {args.split!r}")
+        raise SystemExit(f"error: --split must be 'group', 'loso:SOURCE', 'holdout:SRC,...' or 'all', "
+                         f"got {args.split!r}")
     log.info("train %d: %s", len(train), fdata.summarize(train))
     log.info("val %d: %s", len(val), fdata.summarize(val))
     if rank == 0:  # the exact split, so `python -m models.evaluate --manifest OUT/val_manifest.csv` re-measures it
@@ -526,6 +539,9 @@ def main(argv=None) -> int:
             dtype = torch.float16 if args.fp16_weights else None
             save_checkpoint(args.out / "last.safetensors", model, threshold=res["threshold"], data_card=card,
                             dtype=dtype)
+            if args.keep_epochs:
+                save_checkpoint(args.out / f"epoch_{epoch + 1}.safetensors", model, threshold=res["threshold"],
+                                data_card=card, dtype=dtype)
             if sel < best:
                 best = sel
                 save_checkpoint(args.out / "best.safetensors", model, threshold=res["threshold"], data_card=card,

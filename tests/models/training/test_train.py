@@ -200,3 +200,30 @@ def test_open_moe_sets_every_gate_and_router_scale():
     assert moes and all(m.gate.item() == pytest.approx(0.3) and m.scale.item() == pytest.approx(7.0) for m in moes)
     trainer.open_moe(model, None, None)  # None leaves them
     assert all(m.gate.item() == pytest.approx(0.3) for m in moes)
+
+
+def test_split_all_trains_on_every_crop_and_keeps_each_epoch(tmp_path):
+    manifest = _make_manifest(tmp_path, n_per_group=2, groups=6)
+    out = tmp_path / "all"
+    assert trainer.main(["--config", "test-tiny", "--manifest", str(manifest), "--out", str(out), "--epochs", "2",
+                         "--steps-per-epoch", "1", "--batch-size", "4", "--cache", str(tmp_path / "cache"),
+                         "--split", "all", "--val-fraction", "0.3", "--keep-epochs", "--threads", "1"]) == 0
+    every = sorted(s.path.name for s in fdata.read_manifest(manifest))
+    assert sorted(s.path.name for s in fdata.read_manifest(out / "train_manifest.csv")) == every
+    # the monitor crops are the group split's validation crops, all of them inside the training set
+    _, expected = fdata.group_split(fdata.read_manifest(manifest), 0.3, 0)
+    val = sorted(s.path.name for s in fdata.read_manifest(out / "val_manifest.csv"))
+    assert val == sorted(s.path.name for s in expected) and set(val) <= set(every)
+    assert "not held out" in (out / "train.log").read_text()
+    for epoch in (1, 2):
+        ck = models.load_checkpoint(out / f"epoch_{epoch}.safetensors")
+        assert ck.data_card["split"] == "all" and ck.data_card["epoch"] == epoch
+    torch.testing.assert_close(models.load_checkpoint(out / "epoch_2.safetensors").model.state_dict(),
+                               models.load_checkpoint(out / "last.safetensors").model.state_dict())
+
+
+def test_unknown_split_is_a_clear_error(tmp_path):
+    manifest = _make_manifest(tmp_path)
+    with pytest.raises(SystemExit, match="'all'"):
+        trainer.main(["--config", "test-tiny", "--manifest", str(manifest), "--out", str(tmp_path / "x"),
+                      "--split", "everything", "--threads", "1"])
