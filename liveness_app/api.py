@@ -144,11 +144,11 @@ class LivenessDetector:
         return self
 
     def _start(self, config: AppConfig) -> None:
-        from models.deploy.export import disable_openvino_telemetry
+        from models.deploy.engine import disable_openvino_telemetry
 
         from .scorer import create_scorer
 
-        disable_openvino_telemetry()  # nothing is sent or written under ~/intel (see models/deploy/export.py)
+        disable_openvino_telemetry()  # nothing is sent or written under ~/intel (see models/deploy/engine.py)
 
         self.config = config
         self.scorer = create_scorer(config.model, backend=config.backend)

@@ -73,11 +73,11 @@ def native_stderr_filtered() -> Iterator[list[str]]:
 def prepare_process() -> None:
     """Environment for a run that writes only to our folders (idempotent; call before mediapipe is imported)."""
     if "MPLCONFIGDIR" not in os.environ and "matplotlib" not in sys.modules:
-        from models.deploy.runtime import cache_root
+        from models.deploy.engine import cache_root
 
         os.environ["MPLCONFIGDIR"] = str(cache_root() / "matplotlib")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # "generated new fontManager" on a fresh cache
-    from models.deploy.export import disable_onnxruntime_telemetry, disable_openvino_telemetry
+    from models.deploy.engine import disable_onnxruntime_telemetry, disable_openvino_telemetry
 
-    disable_openvino_telemetry()  # before anything imports openvino (see models/deploy/export.py)
+    disable_openvino_telemetry()  # before anything imports openvino (see models/deploy/engine.py)
     disable_onnxruntime_telemetry()  # ... and ONNX Runtime's, before it is imported

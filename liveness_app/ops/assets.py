@@ -74,7 +74,7 @@ def read_sums(folder: Path = ASSETS_DIR) -> dict[str, str]:
 def write_sums(folder: Path = ASSETS_DIR) -> Path:
     """Hash every asset of ``folder`` and (re)write ``folder/SHA256SUMS``; returns its path."""
     lines = [f"{sha256_file(p)}  {p.name}" for p in asset_files(folder)]
-    from models.atomic import write_text_atomic  # here, not at the top: importing models imports torch
+    from models.atomic import write_text_atomic  # here, not at the top: liveness_app.ops needs no models
     return write_text_atomic(folder / SUMS_NAME, "\n".join(lines) + "\n")
 
 
@@ -113,7 +113,7 @@ def check_assets(folder: Path = ASSETS_DIR) -> list[AssetStatus]:
 
 def _hash_cache_path() -> Path | None:
     try:
-        from models.deploy.runtime import cache_root
+        from models.deploy.engine import cache_root
         return cache_root() / "asset-sha256.json"
     except Exception:  # noqa: BLE001 - no cache folder: hash every time
         return None
@@ -144,7 +144,7 @@ def sha256_cached(path: str | Path) -> str:
         known = {k: v for k, v in known.items() if not k.startswith(f"{path}|")}  # drop the stale entry
         known[key] = digest
         try:
-            from models.atomic import write_text_atomic  # not at the top: importing models imports torch
+            from models.atomic import write_text_atomic  # not at the top: liveness_app.ops needs no models
             write_text_atomic(cache, json.dumps(known, indent=0))
         except OSError:
             pass

@@ -23,16 +23,13 @@ under the real name. ``models/`` stays free of Qt, mediapipe and OpenCV.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import os
 import shutil
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -40,11 +37,13 @@ import torch
 from ..atomic import atomic_path
 from ..checkpoint import Checkpoint, load_model
 from ..clip import LivenessScorer
+# the batch range and the OpenVINO / ONNX Runtime process settings live in the torch-free engine (a warm start
+# runs a cached model without this module)
+from .engine import (MAX_BATCH, MIN_BATCH, disable_onnxruntime_telemetry, disable_openvino_telemetry,  # noqa: F401
+                     keep_signal_stack)
 
 log = logging.getLogger(__name__)
 
-MIN_BATCH = 1
-MAX_BATCH = 16  # the dynamic batch range of every export: the app scores at most 16 faces per call
 OPT_BATCH = 8  # TensorRT optimises kernels for this batch inside the range
 ONNX_OPSET = 17
 FORMATS = ("torch-export", "onnx", "openvino", "openvino-int8", "tensorrt")
@@ -143,86 +142,6 @@ def export_onnx(module: LivenessScorer, out: "str | Path", opset: int = ONNX_OPS
         import onnx
         onnx.checker.check_model(str(tmp))
     return out
-
-
-def disable_openvino_telemetry() -> None:
-    """Switch off OpenVINO's usage telemetry for this process; call it before ``import openvino``.
-
-    Importing openvino imports its model converter, which sends a usage event ("import") and, on every
-    conversion, more (opt-out, no dialog, since it runs inside a library), writing ``~/intel/openvino_ga_cid``
-    and ``~/intel/stats`` under the home folder. The only switch it offers, ``opt_in_out --opt_out``, writes a
-    file there too. Without the ``openvino_telemetry`` package OpenVINO uses its own no-op stub, so the package
-    is marked unimportable for this process; converter modules already loaded are pointed at the stub.
-    """
-    if "openvino_telemetry" not in sys.modules:
-        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import -> ImportError -> stub
-    for name in ("openvino.tools.ovc", "openvino.tools.ovc.convert_impl", "openvino.tools.ovc.telemetry_utils",
-                 "openvino.tools.ovc.utils", "openvino.tools.ovc.main"):
-        module = sys.modules.get(name)
-        if module is not None and hasattr(module, "tm"):
-            import openvino.tools.ovc.telemetry_stub as stub
-
-            module.tm = stub
-            if hasattr(module, "telemetry"):
-                module.telemetry = stub.Telemetry()
-
-
-
-
-class _SignalStack(ctypes.Structure):  # stack_t (Linux)
-    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
-
-
-_SS_ONSTACK, _SS_DISABLE = 1, 2
-_libc: "ctypes.CDLL | None" = None
-
-
-@contextmanager
-def keep_signal_stack() -> Iterator[None]:
-    """Give the calling thread its own alternate signal stack back after an OpenVINO CPU call.
-
-    On CPUs with AMX, OpenVINO 2026.4's CPU plugin installs an alternate signal stack of its own (20 KB,
-    mmap'ed) on the thread that compiles or runs a model, replacing the one that thread had (Python's
-    faulthandler gives the main thread one), and unmaps it when the compiled model is released, restoring
-    the old one only when that happens on the same thread. Released from any other thread (the garbage
-    collector on a reader thread, a worker that outlives the model), the buffer is unmapped while the first
-    thread's ``sigaltstack`` still points at it. The next signal with an ``SA_ONSTACK`` handler on that thread
-    (every Python-level handler has one: torch's SIGCHLD handler after the first DataLoader with workers, a
-    SIGTERM/SIGINT handler, faulthandler itself) is then written into unmapped memory, and the kernel kills
-    the process with SIGSEGV, with no traceback, or into whatever was mapped there since, which corrupts it
-    (docs/stability.md). Restoring the thread's own stack after each call leaves nothing pointing at
-    OpenVINO's buffer; its signal frames fit in Python's 58 KB stack as well.
-    """
-    global _libc
-    if not sys.platform.startswith("linux"):
-        yield
-        return
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    saved = _SignalStack()
-    if _libc.sigaltstack(None, ctypes.byref(saved)) != 0:
-        yield
-        return
-    try:
-        yield
-    finally:
-        now = _SignalStack()
-        _libc.sigaltstack(None, ctypes.byref(now))
-        if (now.ss_sp, now.ss_size, now.ss_flags & _SS_DISABLE) != (saved.ss_sp, saved.ss_size,
-                                                                     saved.ss_flags & _SS_DISABLE):
-            restore = _SignalStack(saved.ss_sp, saved.ss_flags & ~_SS_ONSTACK, saved.ss_size)
-            if _libc.sigaltstack(ctypes.byref(restore), None) != 0:
-                log.warning("could not restore this thread's alternate signal stack (errno %d)", ctypes.get_errno())
-
-def disable_onnxruntime_telemetry() -> None:
-    """Switch off ONNX Runtime's usage telemetry for this process; call it before ``import onnxruntime``.
-
-    Since 1.29 the Linux wheels' 1DS telemetry writes a device id and an event database under
-    ``~/.cache/Microsoft/DeveloperTools/.onnxruntime`` when an environment is created, and uploads a
-    ``ProcessInfo`` event. ``ORT_DISABLE_TELEMETRY=1``, read once when onnxruntime is imported, stops all of
-    it; a value the user set is left alone.
-    """
-    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 def export_openvino(module: LivenessScorer, out: "str | Path", max_batch: int = MAX_BATCH) -> Path:

@@ -30,6 +30,10 @@ runtime returns P(attack) from ``__call__`` and the triple (P, expert shares, to
 Cache entries are keyed by a hash of the exported tensors (weights, baked text features, logit scale), a hash
 of the model code, the input size, the batch range and the runtime versions, so a changed model never reuses a
 stale export; they are written under a temporary name and renamed into place.
+
+What runs without torch (the Runtime interface, the guard, the OpenVINO opener, the cache folder) lives in
+models/deploy/engine.py; after a checked OpenVINO runtime is chosen, ``create_runtime`` writes the warm-start
+record (models/deploy/warm.py) that lets the next start of the same checkpoint and request skip torch.
 """
 from __future__ import annotations
 
@@ -42,7 +46,6 @@ import os
 import platform
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -50,7 +53,13 @@ import numpy as np
 import torch
 
 from . import export as _export
-from ..atomic import atomic_path, write_text_atomic
+from . import warm
+# the torch-free core (models/deploy/engine.py), re-exported: the guard, the Runtime interface, the OpenVINO opener
+from .engine import (AGREEMENT_MAX_DP, AGREEMENT_MIN, AGREEMENT_TILE, DEFAULT_AGREEMENT_CROPS,  # noqa: F401
+                     MAX_BATCH, MIN_BATCH, TOLERANCE, Agreement, Runtime, _float_bytes, agreement_batch, cache_root,
+                     check_agreement, code_digest, disable_onnxruntime_telemetry, disable_openvino_telemetry,
+                     load_agreement_crops, open_openvino, openvino_config, openvino_runner, reference_path)
+from ..atomic import atomic_path
 from ..checkpoint import Checkpoint
 from ..clip import LivenessScorer
 from ..tensors import weights_digest
@@ -62,28 +71,6 @@ CPU_ENGINES = ("openvino", "onnxruntime", "torch")  # fp32 CPU engines
 REDUCED_CPU_ENGINES = ("openvino-int8", "openvino-bf16")  # reduced precision, guarded by decision agreement
 # the cpu chain, fastest first (docs/performance.md); a candidate that fails its check hands over to the next
 CPU_CHAIN = REDUCED_CPU_ENGINES + CPU_ENGINES
-# Stated agreement of fp32 runtimes with torch eager fp32, as max |P_backend - P_eager| over a batch.
-TOLERANCE = {"torch": 1e-5, "openvino": 1e-4, "onnxruntime": 1e-4, "cuda": 2e-2, "tensorrt": 2e-2}
-# The decision-agreement guard of reduced-precision runtimes (issue 15): same live/attack decision as eager
-# fp32 at the checkpoint's threshold on at least AGREEMENT_MIN of the agreement crops, and |dP| at most
-# AGREEMENT_MAX_DP on every crop.
-AGREEMENT_MIN = 0.995
-AGREEMENT_MAX_DP = 0.02
-AGREEMENT_TILE = 128  # tile size of the agreement-crop mosaic (scripts/make_agreement_crops.py)
-# the checkout's copy; the app passes the installed package's (liveness_app.scorer.AGREEMENT_CROPS)
-DEFAULT_AGREEMENT_CROPS = Path(__file__).resolve().parents[2] / "assets" / "agreement_crops.jpg"
-_MODEL_CODE = ("clip.py", "soft_moe.py", "deploy/export.py")  # code whose change must invalidate cached exports
-
-
-def cache_root() -> Path:
-    """The user cache folder: $LIVENESS_CACHE_DIR, else platformdirs' user cache dir for "liveness-app"."""
-    env = os.environ.get("LIVENESS_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-    return Path(platformdirs.user_cache_dir("liveness-app"))
-
-
 def fingerprint(module: LivenessScorer) -> str:
     """sha256 over the model code and the scorer's tensors (``tensors.weights_digest``): what an export holds.
 
@@ -92,11 +79,7 @@ def fingerprint(module: LivenessScorer) -> str:
     memo = getattr(module, "_fingerprint_memo", None)
     if memo is not None:
         return memo
-    h = hashlib.sha256()
-    here = Path(__file__).resolve().parents[1]  # models/
-    for f in _MODEL_CODE:
-        h.update((here / f).read_bytes())
-    return weights_digest(module.state_dict(), h)
+    return weights_digest(module.state_dict(), code_digest())
 
 
 def cache_key(module: LivenessScorer, runtime: str, versions: dict[str, str], max_batch: int,
@@ -104,7 +87,7 @@ def cache_key(module: LivenessScorer, runtime: str, versions: dict[str, str], ma
     """Key of one cached export: weights + code hash, runtime and its versions, input size, batch range, whether
     it has the routing outputs, and ``extra`` (e.g. the calibration data of an int8 model)."""
     parts = {"weights": fingerprint(module), "runtime": runtime, "size": module.image_size,
-             "batch": [_export.MIN_BATCH, max_batch], "versions": versions,
+             "batch": [MIN_BATCH, max_batch], "versions": versions,
              "routing": bool(getattr(module, "routing", False)), **(extra or {})}
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
     return f"{runtime}-{module.image_size}px-b{max_batch}-{digest}"
@@ -151,45 +134,6 @@ def _cached_dir(folder: Path, build) -> tuple[Path, bool]:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder, True
 
-# --- the decision-agreement guard ------------------------------------------------------------------------
-def load_agreement_crops(path: "str | Path" = DEFAULT_AGREEMENT_CROPS, tile: int = AGREEMENT_TILE) -> np.ndarray:
-    """The agreement crops: uint8 RGB n x tile x tile x 3, cut row-major out of the JPEG mosaic at ``path``.
-
-    All-black tiles (padding of a partial last row) are dropped. ValueError for a file that is not such a
-    mosaic, FileNotFoundError when it is missing. OpenCV is imported here only: models/ stays importable
-    without it.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"agreement crops not found: {path} (scripts/make_agreement_crops.py builds them)")
-    import cv2
-    img = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
-    if img is None or img.shape[0] % tile or img.shape[1] % tile:
-        raise ValueError(f"{path} is not a mosaic of {tile} px crops "
-                         f"({'undecodable' if img is None else f'{img.shape[1]}x{img.shape[0]} px'})")
-    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    rows, cols = img.shape[0] // tile, img.shape[1] // tile
-    crops = rgb.reshape(rows, tile, cols, tile, 3).transpose(0, 2, 1, 3, 4).reshape(rows * cols, tile, tile, 3)
-    return np.ascontiguousarray(crops[crops.reshape(len(crops), -1).max(axis=1) > 8])
-
-
-def agreement_batch(crops: np.ndarray, preprocessing) -> np.ndarray:
-    """uint8 RGB crops -> the normalised float32 batch b 3 S S with the checkpoint's preprocessing.
-
-    The one preprocessing of app, training and evaluation (``models.preprocess``)."""
-    from ..preprocess import preprocess
-
-    crops = np.asarray(crops)
-    if crops.ndim != 4 or crops.shape[3] != 3 or crops.dtype != np.uint8:
-        raise ValueError(f"agreement crops must be uint8 RGB n x S x S x 3, got {crops.dtype} {crops.shape}")
-    return preprocess(crops, preprocessing)
-
-
-def _float_bytes(x: np.ndarray) -> memoryview:
-    """The float32 bytes of ``x`` for hashing, without the copy ``tobytes`` makes (half the time on 39 MB)."""
-    return memoryview(np.ascontiguousarray(x, dtype=np.float32)).cast("B")
-
-
 def _eager_p(module: LivenessScorer, x: np.ndarray, chunk: int = 16) -> np.ndarray:
     with torch.inference_mode():
         return np.concatenate([_export.p_attack(module(torch.from_numpy(x[i:i + chunk]))).float().numpy()
@@ -201,10 +145,7 @@ def eager_reference(module: LivenessScorer, x: np.ndarray, cache_dir: "Path | No
     bytes (eager is the reference, deterministic for them), so a second start skips the eager pass."""
     if cache_dir is None:
         return _eager_p(module, x)
-    h = hashlib.sha256(fingerprint(module).encode())
-    h.update(str(x.shape).encode())
-    h.update(_float_bytes(x))
-    path = Path(cache_dir) / "reference" / f"{h.hexdigest()[:32]}.npy"
+    path = reference_path(cache_dir, fingerprint(module), x)
     try:
         ref = np.load(path)
         if ref.shape == (len(x),) and np.isfinite(ref).all():
@@ -218,79 +159,6 @@ def eager_reference(module: LivenessScorer, x: np.ndarray, cache_dir: "Path | No
     except OSError as e:  # a read-only cache only costs the eager pass next time
         log.info("cannot cache the eager reference in %s: %s", path.parent, e)
     return ref
-
-
-class Agreement:
-    """The guard's measurement: crops compared, fraction with the same decision, max |dP|, and the verdict."""
-
-    def __init__(self, p_runtime: np.ndarray, p_ref: np.ndarray, threshold: float,
-                 min_agreement: float = AGREEMENT_MIN, max_dp: float = AGREEMENT_MAX_DP):
-        p_runtime = np.asarray(p_runtime, dtype=np.float64).reshape(-1)
-        p_ref = np.asarray(p_ref, dtype=np.float64).reshape(-1)
-        if p_runtime.shape != p_ref.shape or p_ref.size == 0:
-            raise ValueError(f"agreement needs two equal non-empty score vectors, got {p_runtime.shape} and "
-                             f"{p_ref.shape}")
-        self.n = int(p_ref.size)
-        self.threshold = float(threshold)
-        finite = bool(np.isfinite(p_runtime).all())
-        self.same_decision = float(((p_runtime >= threshold) == (p_ref >= threshold)).mean()) if finite else 0.0
-        self.flipped = int(round((1.0 - self.same_decision) * self.n))
-        self.max_dp = float(np.abs(p_runtime - p_ref).max()) if finite else float("inf")
-        self.passed = finite and self.same_decision >= min_agreement and self.max_dp <= max_dp
-        self.min_agreement, self.max_dp_allowed = min_agreement, max_dp
-
-    def __str__(self) -> str:
-        return (f"same decision on {self.same_decision:.1%} of {self.n} crops ({self.flipped} flipped; needs >= "
-                f"{self.min_agreement:.1%}), max |dP| {self.max_dp:.2e} (needs <= {self.max_dp_allowed:g})")
-
-    def as_dict(self) -> dict:
-        return {"crops": self.n, "same_decision": self.same_decision, "flipped": self.flipped,
-                "max_abs_dp": self.max_dp, "threshold": self.threshold, "passed": self.passed}
-
-
-_GUARD_RECHECK = 16  # crops re-scored on a start whose full guard result is cached
-
-
-def check_agreement(runtime: "Runtime", x: np.ndarray, p_ref: np.ndarray, threshold: float,
-                    record: "Path | None" = None) -> Agreement:
-    """Score ``x`` with ``runtime`` and compare its decisions with eager fp32's ``p_ref``; RuntimeError (naming
-    the figures) when the guard fails. The measurement is kept as ``runtime.agreement``.
-
-    ``record``: a JSON file beside the runtime's cached model. A passed full guard is written there with the
-    runtime's own scores; on the next start with the same model, crops, reference and CPU only the first
-    ``_GUARD_RECHECK`` crops are re-scored, and they must reproduce the recorded scores to 1e-4 (the same
-    compiled model on the same CPU), else the full guard runs again.
-    """
-    stamp = {"crops": hashlib.sha256(_float_bytes(x)).hexdigest()[:24],
-             "reference": hashlib.sha256(_float_bytes(p_ref)).hexdigest()[:24],
-             "threshold": float(threshold), "cpu": platform.processor() or platform.machine(),
-             "runtime": runtime.name}
-    if record is not None:
-        try:
-            saved = json.loads(Path(record).read_text())
-            k = min(_GUARD_RECHECK, len(x))
-            if saved.get("stamp") == stamp and saved["agreement"]["passed"]:
-                got = runtime(x[:k])
-                if np.isfinite(got).all() and np.abs(got - np.asarray(saved["p_runtime"][:k])).max() <= 1e-4:
-                    a = Agreement(np.asarray(saved["p_runtime"]), p_ref, threshold)
-                    runtime.agreement = a
-                    if a.passed:
-                        return a
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    p = runtime(x)
-    a = Agreement(p, p_ref, threshold)
-    runtime.agreement = a
-    message = f"{runtime.name} fails the decision-agreement guard against torch eager fp32: {a}"
-    if record is not None:  # passed or failed: the next start re-uses it (see _recorded_rejection)
-        try:
-            write_text_atomic(record, json.dumps({"stamp": stamp, "agreement": a.as_dict(), "message": message,
-                                                  "p_runtime": [float(v) for v in p]}))
-        except OSError as e:
-            log.info("cannot record the guard result in %s: %s", record, e)
-    if not a.passed:
-        raise RuntimeError(message)
-    return a
 
 
 def _recorded_rejection(kind: str, module: LivenessScorer, cache: Path, max_batch: int,
@@ -308,95 +176,14 @@ def _recorded_rejection(kind: str, module: LivenessScorer, cache: Path, max_batc
     return ""
 
 
-class Runtime:
-    """One inference engine for the scorer. ``runtime(x)`` -> float32 P(attack) per row of x (b 3 S S);
-    ``run_routing(x)`` -> (P, expert shares b L n, token dispatch b L P n) from the same single model call.
-
-    Batches above ``max_batch`` are split; calls are serialised by a lock (engines keep per-call state).
-    ``precision`` is "fp32" or the reduced one ("int8", "bf16", "fp16"), which decides the start-up check.
-    ``calls`` counts model calls (one per batch of at most ``max_batch``), for tests and the bench.
-    """
-
-    name = "runtime"
-    backend = "cpu"  # the family: tensorrt | cuda | cpu
-    precision = "fp32"
-
-    def __init__(self, input_size: int, max_batch: int, device: str, routing: bool = False):
-        self.input_size = input_size
-        self.max_batch = max_batch
-        self.device = device
-        self.routing = bool(routing)  # the model returns the routing statistics too
-        self.notice = ""
-        self.notice_level = logging.INFO  # WARNING when the notice reports an unexpected fallback
-        self.tolerance = TOLERANCE.get(self.name.split("-")[0], 1e-4)
-        self.agreement: Agreement | None = None  # the guard's figures, once checked
-        self.calls = 0
-        self._lock = threading.Lock()
-
-    @property
-    def reduced_precision(self) -> bool:
-        return self.precision != "fp32"
-
-    def __call__(self, x: "torch.Tensor | np.ndarray") -> np.ndarray:
-        return self._batched(x)[0]
-
-    def run_routing(self, x: "torch.Tensor | np.ndarray") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(P(attack) b, expert shares b L n, token dispatch shares b L P n), one model call per batch.
-
-        A model without MoE blocks gives empty b x 0 x 0 and b x 0 x 0 x 0 routing arrays."""
-        outs = self._batched(x)
-        if len(outs) == 3:
-            return outs[0], outs[1], outs[2]
-        b = outs[0].shape[0]
-        return outs[0], np.zeros((b, 0, 0), np.float32), np.zeros((b, 0, 0, 0), np.float32)
-
-    def _batched(self, x: "torch.Tensor | np.ndarray") -> list[np.ndarray]:
-        arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-        s = self.input_size
-        if arr.ndim != 4 or arr.shape[1:] != (3, s, s):
-            raise ValueError(f"{self.name}: expected a normalised batch b x 3 x {s} x {s}, got {arr.shape}")
-        if arr.shape[0] == 0:
-            empty = [np.zeros(0, dtype=np.float32)]
-            return empty + ([np.zeros((0, 0, 0), np.float32), np.zeros((0, 0, 0, 0), np.float32)]
-                            if self.routing else [])
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-        with self._lock:
-            chunks = []
-            for i in range(0, arr.shape[0], self.max_batch):
-                self.calls += 1
-                out = self._run(arr[i:i + self.max_batch])
-                chunks.append(list(out) if isinstance(out, (tuple, list)) else [out])
-        outs = [np.concatenate([c[k] for c in chunks]).astype(np.float32, copy=False) for k in range(len(chunks[0]))]
-        outs[0] = outs[0].reshape(-1)
-        return outs
-
-    def _run(self, x: np.ndarray):  # x: b 3 S S float32, 1 <= b <= max_batch -> P b, or a list of outputs
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name} on {self.device}>"
-
-
 def _numpy_outputs(out) -> list[np.ndarray]:
     outs = out if isinstance(out, (tuple, list)) else (out,)
     return [o.float().cpu().numpy() for o in outs]
 
 
-# --- opening an exported file: one opener per format, used by the cached runtimes and ExportedRuntime -------
-def open_openvino(xml: "str | Path", config: "dict | None" = None, core=None):
-    """Compile an OpenVINO IR (``.xml`` beside its ``.bin``) for the CPU; fp32 inference unless ``config`` says
-    otherwise. The calling thread keeps its own signal stack (``export.keep_signal_stack``)."""
-    _export.disable_openvino_telemetry()  # before the import: importing openvino sends a usage event
-    import openvino as ov
-    core = ov.Core() if core is None else core
-    with _export.keep_signal_stack():
-        return core.compile_model(str(Path(xml).with_suffix(".xml")), "CPU",
-                                  {"INFERENCE_PRECISION_HINT": "f32", **(config or {})})
-
-
 def open_onnx(path: "str | Path", threads: int | None = None):
     """An ONNX Runtime CPU session on ``path``, full graph optimisation, ``threads`` intra-op threads."""
-    _export.disable_onnxruntime_telemetry()  # before the import: it writes under ~/.cache
+    disable_onnxruntime_telemetry()  # before the import: it writes under ~/.cache
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -416,19 +203,6 @@ def open_tensorrt(path: "str | Path") -> torch.nn.Module:
     return _export.import_torch_tensorrt().load(str(path)).module()
 
 
-def _openvino_runner(compiled):
-    """x -> the outputs of one OpenVINO infer request on ``compiled`` (copied out of the request's buffers)."""
-    with _export.keep_signal_stack():
-        request = compiled.create_infer_request()
-    n_out = len(compiled.outputs)
-
-    def run(x: np.ndarray) -> list[np.ndarray]:
-        with _export.keep_signal_stack():
-            request.infer({0: x})
-        return [request.get_output_tensor(i).data.copy() for i in range(n_out)]
-    return run
-
-
 def _module_runner(mod: torch.nn.Module, device: torch.device):
     """x -> the outputs of a loaded torch module (an ExportedProgram's, a TensorRT engine's) on ``device``."""
     def run(x: np.ndarray) -> list[np.ndarray]:
@@ -441,7 +215,7 @@ class ExportedRuntime(Runtime):
     """Runs a file written by ``models.export`` (``fmt`` one of ``export.FORMATS``) through the same opener as
     the cached runtime of that engine: what ``python -m models.export`` checks against eager."""
 
-    def __init__(self, fmt: str, path: "str | Path", input_size: int, max_batch: int = _export.MAX_BATCH,
+    def __init__(self, fmt: str, path: "str | Path", input_size: int, max_batch: int = MAX_BATCH,
                  routing: bool = False):
         if fmt not in _export.FORMATS:
             raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(_export.FORMATS)}")
@@ -450,7 +224,7 @@ class ExportedRuntime(Runtime):
         super().__init__(input_size, max_batch, "cuda" if gpu else "cpu", routing)
         path = Path(path)
         if fmt in ("openvino", "openvino-int8"):
-            self._run = _openvino_runner(open_openvino(path))
+            self._run = openvino_runner(open_openvino(path))
         elif fmt == "onnx":
             session = open_onnx(path)
             self._run = lambda x: session.run(None, {"images": x})
@@ -479,7 +253,7 @@ class TorchRuntime(Runtime):
 
     name = "torch-cpu"
 
-    def __init__(self, module: LivenessScorer, max_batch: int = _export.MAX_BATCH, threads: int | None = None):
+    def __init__(self, module: LivenessScorer, max_batch: int = MAX_BATCH, threads: int | None = None):
         super().__init__(module.image_size, max_batch, "cpu", getattr(module, "routing", False))
         self.module = module.eval()
         if threads:
@@ -502,11 +276,11 @@ class OpenVINORuntime(Runtime):
 
     name = "openvino-cpu"
 
-    def __init__(self, module: LivenessScorer, cache_dir: Path, max_batch: int = _export.MAX_BATCH,
+    def __init__(self, module: LivenessScorer, cache_dir: Path, max_batch: int = MAX_BATCH,
                  threads: int | None = None, precision: str = "fp32", calibration: "np.ndarray | None" = None):
         if precision not in ("fp32", "bf16", "int8"):
             raise ValueError(f"OpenVINO precision must be fp32, bf16 or int8, got {precision!r}")
-        _export.disable_openvino_telemetry()  # before the import: importing openvino sends a usage event
+        disable_openvino_telemetry()  # before the import: importing openvino sends a usage event
         import openvino as ov
         self.precision = precision
         self.name = "openvino-cpu" if precision == "fp32" else f"openvino-{precision}-cpu"
@@ -526,23 +300,17 @@ class OpenVINORuntime(Runtime):
             return {"versions": versions, "precision": precision}
 
         def load(entry: Path):
-            config = {"PERFORMANCE_HINT": "LATENCY",
-                      "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-                      # OpenVINO's compiled-blob cache: a second start loads the compiled model, not compiling
-                      "CACHE_DIR": str(entry / f"compiled-{precision}")}
-            if threads:
-                config["INFERENCE_NUM_THREADS"] = int(threads)
-            return open_openvino(entry / "model.xml", config, core)
+            return open_openvino(entry / "model.xml", openvino_config(entry, precision, threads), core)
 
         folder, self.built, compiled = _load_cached(folder, build, load, "OpenVINO model")
         self.cache_path = folder
-        self._run = _openvino_runner(compiled)
+        self._run = openvino_runner(compiled)
 
     @staticmethod
     def entry(module: LivenessScorer, cache_dir: Path, max_batch: int, precision: str,
               calibration: "np.ndarray | None" = None) -> tuple[Path, dict]:
         """(cache folder, versions) of the IR this runtime uses; ``folder / "meta.json"`` exists once built."""
-        _export.disable_openvino_telemetry()
+        disable_openvino_telemetry()
         import openvino as ov
         versions = {"openvino": ov.__version__, "torch": torch.__version__}
         extra = None
@@ -570,9 +338,9 @@ class OnnxRuntimeRuntime(Runtime):
 
     name = "onnxruntime-cpu"
 
-    def __init__(self, module: LivenessScorer, cache_dir: Path, max_batch: int = _export.MAX_BATCH,
+    def __init__(self, module: LivenessScorer, cache_dir: Path, max_batch: int = MAX_BATCH,
                  threads: int | None = None):
-        _export.disable_onnxruntime_telemetry()  # before the import: it writes under ~/.cache
+        disable_onnxruntime_telemetry()  # before the import: it writes under ~/.cache
         import onnxruntime as ort
         super().__init__(module.image_size, max_batch, "cpu", getattr(module, "routing", False))
         versions = {"onnxruntime": ort.__version__, "torch": torch.__version__}
@@ -603,7 +371,7 @@ class CudaRuntime(Runtime):
 
     name = "cuda-fp16"
 
-    def __init__(self, module: LivenessScorer, max_batch: int = _export.MAX_BATCH, dtype: torch.dtype = torch.half,
+    def __init__(self, module: LivenessScorer, max_batch: int = MAX_BATCH, dtype: torch.dtype = torch.half,
                  cuda_graphs: bool = True, compile: bool = False, device: str = "cuda"):
         if not torch.cuda.is_available():
             raise RuntimeError("no CUDA GPU")
@@ -663,7 +431,7 @@ class TensorRTRuntime(Runtime):
     name = "tensorrt-fp16"
     precision = "fp16"
 
-    def __init__(self, module: LivenessScorer, cache_dir: Path, max_batch: int = _export.MAX_BATCH):
+    def __init__(self, module: LivenessScorer, cache_dir: Path, max_batch: int = MAX_BATCH):
         trt = _export.import_torch_tensorrt()  # ExportError without torch-tensorrt / TensorRT / a GPU
         import tensorrt
         dev = torch.device("cuda", torch.cuda.current_device())
@@ -787,7 +555,7 @@ def verify(runtime: Runtime, module: LivenessScorer, batch: int = 3, *,
 
 
 def create_runtime(checkpoint: Checkpoint, backend: str = "auto", *, cache_dir: "str | Path | None" = None,
-                   max_batch: int = _export.MAX_BATCH, threads: int | None = None,
+                   max_batch: int = MAX_BATCH, threads: int | None = None,
                    check: bool = True, fallback: bool = True,
                    agreement_crops: "np.ndarray | str | Path | None" = None,
                    routing: bool = True, defer_builds: bool = False) -> Runtime:
@@ -874,8 +642,38 @@ def create_runtime(checkpoint: Checkpoint, backend: str = "auto", *, cache_dir: 
             # is a normal case, not a warning
             rt.notice_level = logging.INFO if not unexpected else logging.WARNING
             log.log(rt.notice_level, "%s", rt.notice)
+        if (isinstance(rt, OpenVINORuntime) and check and fallback and deferred is None and not unexpected
+                and agreement_crops is not None and checkpoint.header is not None and warm.enabled()):
+            _record_warm_start(checkpoint, backend, rt, module, agreement_crops, x_ref, reference, cache, max_batch,
+                               threads, routing)
         return rt
     raise RuntimeError(f"no backend could run the model: {'; '.join(failures)}")
+
+
+def _record_warm_start(checkpoint: Checkpoint, backend: str, rt: "OpenVINORuntime", module: LivenessScorer,
+                       crops: np.ndarray, x_ref: "np.ndarray | None", reference, cache: Path, max_batch: int,
+                       threads: "int | None", routing: bool) -> None:
+    """Write the warm-start record of this request (models/deploy/warm.py), so the next start can skip torch.
+
+    Called only for an outcome that the next full start would repeat: an OpenVINO runtime, checked, no int8
+    build pending, no unexpected failure on the way. A reduced-precision runtime's guard record is already
+    beside its entry; an fp32 runtime was checked on random inputs, so its first ``warm.guard_crops`` agreement
+    crops are measured against eager fp32 at its own tolerance here (the eager scores are cached). A failure
+    only costs the next start its warm path."""
+    try:
+        if x_ref is None:
+            x_ref = agreement_batch(crops, checkpoint.preprocessing)
+        if not rt.reduced_precision:
+            x = x_ref[:warm.guard_crops(rt.precision)]
+            record = Path(rt.cache_path) / f"guard-{rt.name}.json"
+            check_agreement(rt, x, eager_reference(module, x, cache), float(checkpoint.threshold), record,
+                            max_dp=rt.tolerance)
+        elif reference is None or rt.agreement is None or not rt.agreement.passed:
+            raise RuntimeError("its guard did not run")
+        warm.write_record(checkpoint.header, backend, crops, rt, fingerprint(module), cache, max_batch, threads,
+                          routing)
+    except Exception as e:  # noqa: BLE001 - an unwritable cache, a failed fp32 measurement: the next start is full
+        log.info("warm start not recorded: %s", e)
 
 
 if __name__ == "__main__":  # python -m models.deploy.runtime --build-int8 JOB (started by _build_in_background)

@@ -12,7 +12,8 @@ def test_bench_reports_every_stage_backend_and_memory(tmp_path, capsys):
     backends = ["torch", "onnxruntime"] + ([] if torch.cuda.is_available() else ["cuda"])
     code = bench.main(["--model", "test-tiny", "--frames", "4", "--warmup", "2", "--repeats", "3",
                        "--min-seconds", "0", "--batches", "1,3", "--backends", ",".join(backends),
-                       "--e2e-backend", "openvino", "--json", str(out)])  # fp32: no int8 build in a test
+                       "--e2e-backend", "openvino", "--launch-runs", "2",  # fp32: no int8 build in a test
+                       "--json", str(out)])
     assert code == 0
     table = capsys.readouterr().out
     res = json.loads(out.read_text())

@@ -72,17 +72,17 @@ def test_check_of_a_file_source_and_an_unopenable_camera(face_clip, tiny_checkpo
 
 def test_check_builds_the_backend_the_way_the_app_does(tiny_checkpoint, tmp_path, monkeypatch):
     """--check must report the backend the app would run: same agreement crops, same deferred int8 build."""
-    import liveness_app.scorer as scorer_mod
+    import models.deploy.runtime as runtime_mod  # create_scorer imports create_runtime from it when it needs torch
     from liveness_app.ops.health import check_model_and_backend
 
     seen = {}
-    real = scorer_mod.create_runtime
+    real = runtime_mod.create_runtime
 
     def spy(ckpt, backend, **options):
         seen.update(options, backend=backend)
         return real(ckpt, backend, **options)
 
-    monkeypatch.setattr(scorer_mod, "create_runtime", spy)
+    monkeypatch.setattr(runtime_mod, "create_runtime", spy)
     model, backend = check_model_and_backend(AppConfig(model=str(tiny_checkpoint), backend="torch",
                                                        log_dir=str(tmp_path)))
     assert model.state == "ok" and backend.state == "ok", backend
