@@ -67,12 +67,14 @@ def main() -> None:
              f"- parameters: {info['params']['total']:,} in all, {info['params']['image_tower']:,} in the deployed image "
              f"tower ({info['params']['moe']:,} in MoE branches); {info['flops_per_crop']['total'] / 1e9:.3f} GFLOPs per crop",
              f"- prompts: {list(ck.prompts)}; score = P(attack) = softmax(exp(logit_scale) cos(image, prompt))[1]",
-             f"- decision threshold {ck.threshold:.4f}: the equal-error-rate point on the validation split "
-             "(its capture sets are whole groups the model never trained on)",
+             f"- decision threshold {ck.threshold:.4f}: " + card.get(
+                 "threshold_origin", "the equal-error-rate point on the validation split (its capture sets are "
+                 "whole groups the model never trained on)"),
              f"- preprocessing: {ck.preprocessing.size} px, mean {list(ck.preprocessing.mean)}, std {list(ck.preprocessing.std)}",
              "", "## Data and terms", "",
-             f"- training split: {card.get('train', '?')}",
-             f"- validation split ({card.get('split', '?')}): {card.get('val', '?')}",
+             f"- {'training data (every crop)' if card.get('split') == 'all' else 'training split'}: {card.get('train', '?')}",
+             (f"- monitor crops (the group split's validation crops, trained on too: not held out): {card.get('val', '?')}"
+              if card.get("split") == "all" else f"- validation split ({card.get('split', '?')}): {card.get('val', '?')}"),
              f"- {card.get('terms', '')}", "",
              f"Sources: {', '.join(card.get('sources', []))}. NUAA, Idiap Replay-Attack "
              "and the webcam / PyImageSearch-clone sets are research-only, UTKFace non-commercial, rsface CC BY 4.0 "
