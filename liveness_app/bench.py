@@ -399,8 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-e2e", action="store_true", help="skip the end-to-end part")
     ap.add_argument("--no-launch", action="store_true", help="skip launch to first verdict")
     ap.add_argument("--launch-runs", type=int, default=3, help="headless starts to time: a cold one, then "
-                    "starts with the cache it left (default 3: with auto the second start records the int8 model "
-                    "built in the background and the third is the torch-free warm start)")
+                    "starts with the cache it left (default 3: with auto the first start leaves int8 to a background "
+                    "build, which also records the warm start once its guard passes, so the second and third are "
+                    "torch-free warm starts, unless the second begins before that build has finished)")
     ap.add_argument("--warmup", type=int, default=10, help="warm-up calls / frames before timing")
     ap.add_argument("--repeats", type=int, default=50, help="timed calls per backend and batch (at least)")
     ap.add_argument("--min-seconds", type=float, default=1.0, help="time each backend and batch at least this long")

@@ -456,7 +456,8 @@ BACKGROUND_ENV = "LIVENESS_BACKGROUND_BUILDS"  # "0": never start a background i
 
 
 def _build_in_background(checkpoint: Checkpoint, routing: bool, cache_dir: Path, max_batch: int,
-                         threads: int | None, calibration: np.ndarray) -> "subprocess.Popen | None":
+                         threads: int | None, calibration: np.ndarray,
+                         warm_request: "dict | None" = None) -> "subprocess.Popen | None":
     """Quantise and cache the int8 model in a separate low-priority process, for the next start to use.
 
     A process, not a thread: the running app neither waits for it at exit (a short ``--images`` run ends at
@@ -464,6 +465,12 @@ def _build_in_background(checkpoint: Checkpoint, routing: bool, cache_dir: Path,
     with NNCF and a second OpenVINO compile. The job (the checkpoint, fp32, and the calibration crops) is
     written to a folder in the cache that the child removes when done; cache entries are written atomically,
     so a killed build leaves no broken entry, and a second start while one runs only builds it twice.
+
+    ``warm_request`` (the checkpoint file, the backend asked for, the raw routing flag, the agreement crops and
+    the chain's failures before int8) lets the child also run int8's decision-agreement guard and, when it
+    passes, write the warm-start record the next full start would write (models/deploy/warm.py): the second
+    start is then already warm instead of the third. The child loads that checkpoint file itself (its digests
+    key the record) and records nothing if they changed meanwhile.
     """
     if os.environ.get(BACKGROUND_ENV, "1") == "0":
         log.info("background int8 build skipped (%s=0)", BACKGROUND_ENV)
@@ -476,8 +483,11 @@ def _build_in_background(checkpoint: Checkpoint, routing: bool, cache_dir: Path,
     job = Path(tempfile.mkdtemp(prefix="int8-job-", dir=cache_dir))
     save_checkpoint(job / "model.safetensors", checkpoint.model, threshold=checkpoint.threshold)
     np.save(job / "calibration.npy", np.ascontiguousarray(calibration, np.float32))
-    (job / "job.json").write_text(json.dumps({"cache": str(cache_dir), "max_batch": max_batch, "threads": threads,
-                                              "routing": routing}))
+    spec = {"cache": str(cache_dir), "max_batch": max_batch, "threads": threads, "routing": routing}
+    if warm_request is not None:
+        np.save(job / "agreement_crops.npy", np.ascontiguousarray(warm_request.pop("crops"), np.uint8))
+        spec["warm"] = warm_request
+    (job / "job.json").write_text(json.dumps(spec))
     with open(job / "build.log", "ab") as logf:
         proc = subprocess.Popen([sys.executable, "-m", "models.deploy.runtime", "--build-int8", str(job)],
                                 stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
@@ -498,15 +508,62 @@ def _run_build_job(job: Path) -> int:
     try:
         module = load_checkpoint(job / "model.safetensors").model.scorer(routing=spec["routing"]).eval()
         t0 = time.perf_counter()
-        OpenVINORuntime(module, Path(spec["cache"]), spec["max_batch"], spec["threads"], precision="int8",
-                        calibration=np.load(job / "calibration.npy"))
+        runtime = OpenVINORuntime(module, Path(spec["cache"]), spec["max_batch"], spec["threads"], precision="int8",
+                                  calibration=np.load(job / "calibration.npy"))
         print(f"int8 model built in {time.perf_counter() - t0:.1f} s", flush=True)
+        if "warm" in spec:
+            _record_built_int8(runtime, module, spec, np.load(job / "agreement_crops.npy"))
         return 0
     except Exception as e:  # noqa: BLE001 - a failed optional build is a line in its log, nothing more
         print(f"background int8 build failed: {e}", flush=True)
         return 1
     finally:
         shutil.rmtree(job, ignore_errors=True)
+
+
+def _record_built_int8(runtime: "OpenVINORuntime", built: LivenessScorer, spec: dict, crops: np.ndarray) -> None:
+    """In the background build's child: guard the int8 model just built (from the job's copy of the weights,
+    ``built``) as the next full start would, and record its warm start when the guard passes (see
+    ``_build_in_background``). Nothing is recorded unless the checkpoint file still has the digests the start
+    saw and holds exactly the weights that were built."""
+    from ..checkpoint import load_checkpoint
+
+    w = spec["warm"]
+    checkpoint = load_checkpoint(w["checkpoint"])  # verifies the file's digests
+    if checkpoint.header is None or [checkpoint.header.weights_sha256, checkpoint.header.metadata_sha256] != \
+            w["digests"]:
+        print("warm start not recorded: the checkpoint file changed since the build was started", flush=True)
+        return
+    module = checkpoint.model.scorer(routing=spec["routing"]).eval()
+    if fingerprint(module) != fingerprint(built):
+        print("warm start not recorded: the checkpoint's weights are not the ones built", flush=True)
+        return
+    cache = Path(spec["cache"])
+    x_ref = agreement_batch(crops, checkpoint.preprocessing)
+    reference = (x_ref, eager_reference(module, x_ref, cache), float(checkpoint.threshold))
+    try:
+        verify(runtime, module, reference=reference)
+    except RuntimeError as e:  # recorded as refused beside the entry: the next start does not try it either
+        print(f"int8 guard refused it: {e}", flush=True)
+        return
+    _set_notice(runtime, w["backend"], w["failures"], unexpected=False)
+    _record_warm_start(checkpoint, w["backend"], runtime, module, crops, x_ref, reference, cache,
+                       spec["max_batch"], spec["threads"], w["routing"])
+    print(f"int8 guard passed ({runtime.agreement}); warm start recorded", flush=True)
+
+
+def _set_notice(rt: Runtime, backend: str, failures: list[str], unexpected: bool) -> None:
+    """``rt.notice`` / ``notice_level`` for the chain's outcome: what ``auto`` / ``cpu`` chose and why others
+    failed; settling on the CPU of a machine without a GPU, or on fp32 when reduced precision is not usable, is
+    a normal case (INFO), any other failure a warning."""
+    if failures or backend == "auto":
+        why = f" ({'; '.join(failures)})" if failures else ""
+        if backend in ("auto", "cpu"):
+            rt.notice = f"{backend} chose {rt.name}{why}"
+        else:
+            rt.notice = f"backend {backend!r} unavailable, using {rt.name}{why}"
+        rt.notice_level = logging.INFO if not unexpected else logging.WARNING
+        log.log(rt.notice_level, "%s", rt.notice)
 
 
 def _build(kind: str, module: LivenessScorer, cache_dir: Path, max_batch: int, threads: int | None,
@@ -607,6 +664,7 @@ def create_runtime(checkpoint: Checkpoint, backend: str = "auto", *, cache_dir: 
                     and not (OpenVINORuntime.entry(module, cache, max_batch, "int8", calibration)[0]
                              / "meta.json").is_file()):
                 deferred = calibration  # built once the chain has chosen (one ONNX export at a time)
+                before_int8 = (list(failures), unexpected)  # what a start with int8 built would report
                 raise RuntimeError("not built yet; building it in the background for the next start")
             if kind in REDUCED_CPU_ENGINES and check and x_ref is not None:
                 seen = _recorded_rejection(kind, module, cache, max_batch, calibration)
@@ -630,18 +688,15 @@ def create_runtime(checkpoint: Checkpoint, backend: str = "auto", *, cache_dir: 
             unexpected = unexpected or not quiet
             continue
         if deferred is not None:
+            request = None
+            if (check and not before_int8[1] and checkpoint.header is not None and warm.enabled()
+                    and checkpoint.header.path.is_file()):
+                request = {"checkpoint": str(checkpoint.header.path), "backend": backend, "routing": routing,
+                           "digests": [checkpoint.header.weights_sha256, checkpoint.header.metadata_sha256],
+                           "failures": before_int8[0], "crops": agreement_crops}
             _build_in_background(checkpoint, routing and checkpoint.model.has_moe, cache, max_batch, threads,
-                                 deferred)
-        if failures or backend == "auto":
-            why = f" ({'; '.join(failures)})" if failures else ""
-            if backend in ("auto", "cpu"):
-                rt.notice = f"{backend} chose {rt.name}{why}"
-            else:
-                rt.notice = f"backend {backend!r} unavailable, using {rt.name}{why}"
-            # settling on the CPU of a machine without a GPU, or on fp32 when reduced precision is not usable,
-            # is a normal case, not a warning
-            rt.notice_level = logging.INFO if not unexpected else logging.WARNING
-            log.log(rt.notice_level, "%s", rt.notice)
+                                 deferred, request)
+        _set_notice(rt, backend, failures, unexpected)
         if (isinstance(rt, OpenVINORuntime) and check and fallback and deferred is None and not unexpected
                 and agreement_crops is not None and checkpoint.header is not None and warm.enabled()):
             _record_warm_start(checkpoint, backend, rt, module, agreement_crops, x_ref, reference, cache, max_batch,

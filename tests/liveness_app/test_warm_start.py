@@ -217,3 +217,46 @@ def test_the_bundled_model_on_int8_is_warm_after_its_guard_passed(cache, tmp_pat
     assert second.runtime.agreement.n == len(rt.load_agreement_crops(AGREEMENT_CROPS))
     c = crops()
     np.testing.assert_allclose(second.score(c), full.score(c), atol=1e-4)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nncf") is None, reason="needs NNCF")
+def test_the_background_int8_build_records_the_warm_start_so_the_second_start_is_warm(cache, tmp_path, monkeypatch):
+    """The app's first start leaves int8 to a detached build; that build also runs int8's guard and records the
+    warm start, so the second start (not only the third) reaches its verdict without torch."""
+    import time
+
+    from liveness_app.scorer import DEFAULT_MODEL
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip("bundled model absent")
+    model = tmp_path / "bundled.safetensors"  # a copy: the test may not touch the project's own cache entries
+    shutil.copyfile(DEFAULT_MODEL, model)
+    monkeypatch.setenv(rt.BACKGROUND_ENV, "1")
+    first = create_scorer(model, "cpu")  # the app's default: int8 deferred to the background
+    assert not first.warm_start and first.runtime.precision != "int8"
+    jobs = list(cache.glob("int8-job-*"))
+    assert len(jobs) == 1
+    deadline = time.monotonic() + 300  # a deadline for the child, not a speed target
+    while jobs[0].exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not jobs[0].exists(), "the background build did not finish"
+    assert list((cache / "warm-start").glob("*.json")), "the background build recorded no warm start"
+    monkeypatch.setenv(rt.BACKGROUND_ENV, "0")
+    second = create_scorer(model, "cpu")
+    assert second.warm_start and second.backend_name == "openvino-int8-cpu"
+    assert second.runtime.agreement.passed and second.runtime.agreement.n == len(rt.load_agreement_crops(AGREEMENT_CROPS))
+    c = crops()
+    full = create_scorer(model, "openvino-int8", defer_builds=False)  # the full path on the same cached entry
+    np.testing.assert_allclose(second.score(c), full.score(c), atol=1e-4)
+
+
+def test_a_changed_checkpoint_gets_no_warm_start_from_a_background_build(cache, tmp_path):
+    """The child records only for the file the start saw: rewritten meanwhile, it records nothing."""
+    path = tiny(tmp_path / "m.safetensors")
+    header = models.read_header(path)
+    module = models.load_checkpoint(path).model.scorer().eval()
+    spec = {"cache": str(cache), "max_batch": 8, "threads": None, "routing": False,
+            "warm": {"checkpoint": str(path), "backend": "cpu", "routing": True, "failures": [],
+                     "digests": [header.weights_sha256, header.metadata_sha256]}}
+    tiny(path, seed=1)  # another model under the same name
+    rt._record_built_int8(object(), module, spec, rt.load_agreement_crops(AGREEMENT_CROPS)[:4])
+    assert not (cache / "warm-start").exists()
