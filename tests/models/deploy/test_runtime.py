@@ -357,6 +357,28 @@ def test_a_first_start_builds_int8_in_a_detached_process_and_does_not_wait_for_i
     assert not list((tmp_path / "other").glob("int8-job-*"))  # switched off: no job, no process
 
 
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None,
+                    reason="needs OpenVINO and NNCF")
+def test_a_start_that_defers_int8_serves_on_fp32_without_trying_bf16(ckpt, tmp_path, monkeypatch):
+    """The cold start's cost: compiling bf16 and scoring the agreement crops in eager fp32 for its guard is left
+    to the next start, which chooses with int8 built."""
+    built = []
+    real = rt._build
+    monkeypatch.setattr(rt, "_build", lambda kind, *a, **k: built.append(kind) or real(kind, *a, **k))
+    monkeypatch.setattr(rt, "eager_reference", lambda *a, **k: pytest.fail("eager reference computed"))
+    first = rt.create_runtime(ckpt, "cpu", cache_dir=tmp_path, agreement_crops=agreement_crops()[:40],
+                              defer_builds=True)
+    assert first.precision == "fp32" and built == ["openvino"]
+    assert "openvino-bf16: not tried while int8 is built in the background" in first.notice
+    built.clear()
+    monkeypatch.setattr(rt, "_nncf_present", lambda: False)  # no NNCF: int8 can never come, bf16 is tried
+    monkeypatch.setattr(rt, "eager_reference", lambda module, x, cache: np.full(len(x), 0.5, np.float32))
+    rt.create_runtime(ckpt, "cpu", cache_dir=tmp_path / "no-nncf", agreement_crops=agreement_crops()[:40],
+                      defer_builds=True)
+    assert "openvino-bf16" in built  # tried (whether this CPU runs bf16 or not is decided inside)
+
+
 _RELEASED_ELSEWHERE = """
 import gc, os, signal, sys, threading
 import models
