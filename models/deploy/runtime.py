@@ -553,10 +553,12 @@ def _record_built_int8(runtime: "OpenVINORuntime", built: LivenessScorer, spec: 
 
 
 def _nncf_present() -> bool:
-    """NNCF is installed, so a deferred int8 build can succeed (found without importing it)."""
-    import importlib.util
-
-    return importlib.util.find_spec("nncf") is not None
+    """NNCF is installed, so a deferred int8 build can succeed (``_nncf_version``: read without importing it)."""
+    try:
+        _nncf_version()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _set_notice(rt: Runtime, backend: str, failures: list[str], unexpected: bool) -> None:

@@ -7,10 +7,11 @@ cache entry it used, the SHA-256 of that entry's model files, the export fingerp
 eager fp32 reference) and the guard record to re-confirm. The prompt features need no torch on the way back:
 they are baked into the exported model (``LivenessScorer``).
 
-``open_warm`` is the way back. It reads the checkpoint's header and hashes its tensor bytes (``read_header``,
-``CheckpointHeader.verify_weights``: the weights digest and metadata checksum a full load checks), derives the
-key from those digests and everything else that decides what the full start would choose (backend asked for,
-batch range, threads, routing outputs, agreement crops, model code, runtime versions, CPU), and then opens the
+``open_warm`` is the way back. It reads the checkpoint's header (``read_header``), derives the key from the
+digests it states and everything else that decides what the full start would choose (backend asked for, batch
+range, threads, routing outputs, agreement crops, model code, runtime versions, CPU); with a record under that
+key it hashes the file's tensor bytes (``CheckpointHeader.verify_weights``: the weights digest and metadata
+checksum a full load checks), and then opens the
 recorded entry only if its files still hash as recorded and the recorded guard re-confirms: the first 16
 agreement crops must reproduce the recorded scores (``check_agreement(recorded_only=True)``), which themselves
 passed against eager fp32's cached scores. Anything it cannot prove raises ``WarmStartRefused`` with the reason,
@@ -144,7 +145,6 @@ def open_warm(path: "str | Path", backend: str, crops: np.ndarray, cache_dir: Pa
         raise WarmStartRefused(f"backend {backend!r} tries the NVIDIA GPU first, which needs torch")
     try:
         header = read_header(path)
-        header.verify_weights()  # the tensor bytes, hashed from the file: a changed file has another key anyway
     except (CheckpointError, OSError) as e:
         raise WarmStartRefused(f"checkpoint not verified: {e}") from e
     cache_dir = Path(cache_dir)
@@ -161,6 +161,10 @@ def open_warm(path: "str | Path", backend: str, crops: np.ndarray, cache_dir: Pa
         raise WarmStartRefused(f"no warm-start record for this checkpoint and backend {backend!r} yet") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise WarmStartRefused(f"warm-start record {where} unreadable ({e})") from e
+    try:  # only now, with a record keyed on the digests the file claims: a first start does not hash it twice
+        header.verify_weights()  # the tensor bytes, hashed from the file: a changed file has another key anyway
+    except (CheckpointError, OSError) as e:
+        raise WarmStartRefused(f"checkpoint not verified: {e}") from e
     if (not entry.is_relative_to(cache_dir.resolve()) or Path(guard).name != guard
             or input_size != header.preprocessing.size):
         raise WarmStartRefused(f"warm-start record {where} does not describe a cache entry of this model")
