@@ -20,6 +20,8 @@ branch still computes what it computed before.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,7 +50,14 @@ def _instance_norm_tokens(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 
 
 class StackedExperts(nn.Module):
-    """n two-layer QuickGELU MLPs stored as stacked weights (nn.Linear layout per expert: out x in)."""
+    """n two-layer QuickGELU MLPs stored as stacked weights (nn.Linear layout per expert: out x in).
+
+    ``unrolled`` (set by ``unrolled_experts`` around an export) computes the same function as one ``F.linear``
+    per expert instead of one einsum over all of them: the exported graph then has plain matmuls with 2-D
+    weights, which post-training int8 quantisation (NNCF) quantises; an einsum with a 3-D weight it leaves fp32.
+    """
+
+    unrolled = False
 
     def __init__(self, num_experts: int, dim: int, hidden: int):
         super().__init__()
@@ -61,6 +70,10 @@ class StackedExperts(nn.Module):
 
     def forward(self, slots: torch.Tensor) -> torch.Tensor:
         # slots: b n p d -> b n p d
+        if self.unrolled:
+            return torch.stack([F.linear(quick_gelu(F.linear(slots[:, i], self.c_fc_weight[i], self.c_fc_bias[i])),
+                                         self.c_proj_weight[i], self.c_proj_bias[i])
+                                for i in range(self.c_fc_weight.shape[0])], dim=1)
         h = torch.einsum("bnpd,nhd->bnph", slots, self.c_fc_weight) + self.c_fc_bias[None, :, None]
         h = quick_gelu(h)
         return torch.einsum("bnph,ndh->bnpd", h, self.c_proj_weight) + self.c_proj_bias[None, :, None]
@@ -75,6 +88,20 @@ class StackedExperts(nn.Module):
         self.c_fc_bias.copy_(c_fc.bias.expand_as(self.c_fc_bias))
         self.c_proj_weight.copy_(c_proj.weight.expand_as(self.c_proj_weight))
         self.c_proj_bias.copy_(c_proj.bias.expand_as(self.c_proj_bias))
+
+
+@contextlib.contextmanager
+def unrolled_experts(module: nn.Module):
+    """Within the block, every ``StackedExperts`` in ``module`` runs one matmul per expert (see its docstring)."""
+    experts = [m for m in module.modules() if isinstance(m, StackedExperts)]
+    before = [m.unrolled for m in experts]
+    for m in experts:
+        m.unrolled = True
+    try:
+        yield module
+    finally:
+        for m, b in zip(experts, before):
+            m.unrolled = b
 
 
 class SoftMoE(nn.Module):

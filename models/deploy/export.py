@@ -37,6 +37,7 @@ import torch
 from ..atomic import atomic_path
 from ..checkpoint import Checkpoint, load_model
 from ..clip import LivenessScorer
+from ..soft_moe import unrolled_experts
 # the batch range and the OpenVINO / ONNX Runtime process settings live in the torch-free engine (a warm start
 # runs a cached model without this module)
 from .engine import (MAX_BATCH, MIN_BATCH, disable_onnxruntime_telemetry, disable_openvino_telemetry,  # noqa: F401
@@ -112,11 +113,12 @@ def export_onnx(module: LivenessScorer, out: "str | Path", opset: int = ONNX_OPS
     """Write ONNX with input ``images`` (batch x 3 x S x S, batch dynamic) and output ``p_attack`` (batch).
 
     ``exporter="legacy"`` (default) is torch's TorchScript-based exporter; ``"dynamo"`` is the torch.export
-    based one, which needs the optional ``onnxscript`` package.
+    based one, which needs the optional ``onnxscript`` package. MoE experts are exported one matmul per expert
+    (``soft_moe.unrolled_experts``: the same function, in a form int8 quantisation can quantise).
     """
     out = Path(out)
     x = example_input(module.image_size, 2)
-    with atomic_path(out) as tmp:
+    with atomic_path(out) as tmp, unrolled_experts(module):
         if exporter == "legacy":
             import warnings
             with warnings.catch_warnings(), torch.no_grad():

@@ -58,7 +58,8 @@ from . import warm
 from .engine import (AGREEMENT_MAX_DP, AGREEMENT_MIN, AGREEMENT_TILE, DEFAULT_AGREEMENT_CROPS,  # noqa: F401
                      MAX_BATCH, MIN_BATCH, TOLERANCE, Agreement, Runtime, _float_bytes, agreement_batch, cache_root,
                      check_agreement, code_digest, disable_onnxruntime_telemetry, disable_openvino_telemetry,
-                     load_agreement_crops, open_openvino, openvino_config, openvino_runner, reference_path)
+                     load_agreement_crops, open_openvino, open_openvino_pair, openvino_config, openvino_runner,
+                     reference_path)
 from ..atomic import atomic_path
 from ..checkpoint import Checkpoint
 from ..clip import LivenessScorer
@@ -224,7 +225,7 @@ class ExportedRuntime(Runtime):
         super().__init__(input_size, max_batch, "cuda" if gpu else "cpu", routing)
         path = Path(path)
         if fmt in ("openvino", "openvino-int8"):
-            self._run = openvino_runner(open_openvino(path))
+            self._run = openvino_runner(open_openvino_pair(path))
         elif fmt == "onnx":
             session = open_onnx(path)
             self._run = lambda x: session.run(None, {"images": x})
@@ -300,7 +301,7 @@ class OpenVINORuntime(Runtime):
             return {"versions": versions, "precision": precision}
 
         def load(entry: Path):
-            return open_openvino(entry / "model.xml", openvino_config(entry, precision, threads), core)
+            return open_openvino_pair(entry / "model.xml", openvino_config(entry, precision, threads), core)
 
         folder, self.built, compiled = _load_cached(folder, build, load, "OpenVINO model")
         self.cache_path = folder
@@ -600,8 +601,8 @@ def verify(runtime: Runtime, module: LivenessScorer, batch: int = 3, *,
            reference: "tuple[np.ndarray, np.ndarray, float] | None" = None) -> float:
     """The start-up check of ``runtime`` against torch eager fp32 ``module``; returns the max |dP| it measured.
 
-    fp32 runtimes: max |P_runtime - P_eager| on a reproducible random batch must not exceed
-    ``runtime.tolerance``. Reduced-precision runtimes: the decision-agreement guard on ``reference`` =
+    fp32 runtimes: max |P_runtime - P_eager| on a reproducible random batch (and on one crop, for a runtime with a
+    batch-1 model) must not exceed ``runtime.tolerance``. Reduced-precision runtimes: the decision-agreement guard on ``reference`` =
     (agreement crops normalised b 3 S S, eager fp32 P on them, decision threshold), see ``check_agreement``;
     without a reference they cannot be checked and are refused. Raises RuntimeError naming the figures.
     """
@@ -613,7 +614,9 @@ def verify(runtime: Runtime, module: LivenessScorer, batch: int = 3, *,
         folder = getattr(runtime, "cache_path", None)
         record = Path(folder) / f"guard-{runtime.name}.json" if folder is not None else None
         return check_agreement(runtime, x, p_ref, threshold, record).max_dp
-    diff = compare_with_eager(runtime, module, (batch,))[batch]
+    # a runtime with its own batch-1 model (OpenVINO) is checked at batch 1 too
+    diffs = compare_with_eager(runtime, module, (batch, 1) if runtime.single_batch else (batch,))
+    diff = max(diffs.values())
     if not np.isfinite(diff) or diff > runtime.tolerance:
         raise RuntimeError(f"{runtime.name} disagrees with torch eager fp32 by {diff:.2e} "
                            f"(> tolerance {runtime.tolerance:.0e})")

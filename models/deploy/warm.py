@@ -37,7 +37,7 @@ import numpy as np
 from ..atomic import write_text_atomic
 from ..checkpoint import CheckpointError, CheckpointHeader, read_header
 from .engine import (MAX_BATCH, Runtime, _GUARD_RECHECK, agreement_batch, check_agreement, code_digest,
-                     open_openvino, openvino_config, openvino_runner, reference_path)
+                     open_openvino_pair, openvino_config, openvino_runner, reference_path)
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class WarmRuntime(Runtime):
         super().__init__(input_size, max_batch, "cpu", routing)
         self.cache_path = entry
         self.built = False
-        self._run = openvino_runner(open_openvino(entry / "model.xml", openvino_config(entry, precision, threads)))
+        self._run = openvino_runner(open_openvino_pair(entry / "model.xml", openvino_config(entry, precision, threads)))
 
 
 def open_warm(path: "str | Path", backend: str, crops: np.ndarray, cache_dir: Path, *, max_batch: int = MAX_BATCH,

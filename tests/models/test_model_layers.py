@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import models
 from models.config import WEIGHTINGS, ModelConfig, get_config
-from models.soft_moe import SoftMoE
+from models.soft_moe import SoftMoE, unrolled_experts
 
 TINY = get_config("test-tiny")
 
@@ -85,6 +85,10 @@ def test_soft_moe_matches_a_loop_reference(weighting, kw):
         outs.append(h @ e.c_proj_weight[k].t() + e.c_proj_bias[k])
     ref = (combine @ torch.cat(outs, dim=1)) * moe.gate
     torch.testing.assert_close(moe(x), ref, rtol=1e-5, atol=1e-6)
+    with unrolled_experts(moe):  # the export's form: one matmul per expert, the same function
+        assert moe.experts.unrolled
+        torch.testing.assert_close(moe(x), ref, rtol=1e-5, atol=1e-6)
+    assert not moe.experts.unrolled  # restored after the block
 
 
 @pytest.mark.parametrize("weighting,kw", WEIGHTING_CASES, ids=IDS)

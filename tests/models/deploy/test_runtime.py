@@ -270,6 +270,40 @@ def test_guard_passes_a_faithful_runtime_and_fails_perturbed_ones(ckpt):
         rt.verify(_Reduced(module), module)
 
 
+class _SingleBatch(_Reduced):
+    """A reduced runtime whose batch of one runs on a separate (here: perturbed) model, as OpenVINO's does."""
+
+    def __init__(self, module, perturb_single):
+        super().__init__(module)
+        outer = super()._run
+        self._run = lambda x: (lambda outs: [perturb_single(outs[0]).astype(np.float32)] + outs[1:]
+                               if x.shape[0] == 1 else outs)(outer(x))
+        self._run.single_batch = True
+
+
+def test_guard_also_checks_the_batch_1_model(ckpt, tmp_path):
+    """A runtime with its own batch-1 model is guarded there too: flipping every single-crop decision fails the
+    guard although every batched score is exact; a faithful one passes and its record is re-confirmed."""
+    module, (x, p_ref, thr) = _guard_reference(ckpt)
+    ok = _SingleBatch(module, lambda p: p)
+    assert ok.single_batch and not _Reduced(module).single_batch
+    record = tmp_path / "guard.json"
+    assert rt.check_agreement(ok, x, p_ref, thr, record).passed
+    assert ok.agreement.n == 200 and ok.agreement_single.n == 32 and ok.agreement_single.passed
+    again = _SingleBatch(module, lambda p: p)
+    calls = again.calls
+    assert rt.check_agreement(again, x, p_ref, thr, record, recorded_only=True).passed
+    assert again.calls - calls == 1 + 4  # the recorded guard: 16 crops in one call, then 4 one by one
+    bad = _SingleBatch(module, lambda p: 1.0 - p)
+    with pytest.raises(RuntimeError, match=r"at batch 1 .*same decision on [0-9.]+% of 32 crops"):
+        rt.check_agreement(bad, x, p_ref, thr, tmp_path / "bad.json")
+    assert bad.agreement.passed and not bad.agreement_single.passed  # the batched path alone would pass
+    # the failure is recorded: a later start with the same stamp does not take it as passed
+    with pytest.raises(RuntimeError):
+        rt.check_agreement(_SingleBatch(module, lambda p: p), x, p_ref, thr, tmp_path / "bad.json",
+                           recorded_only=True)
+
+
 def test_a_guard_failure_falls_back_cleanly_to_fp32(ckpt, tmp_path, monkeypatch):
     real_build = rt._build
 
