@@ -272,13 +272,15 @@ class OpenVINORuntime(Runtime):
     native bf16, AVX512_BF16 or AMX; refused otherwise, since OpenVINO would silently run fp32). int8: an IR
     quantised at export time by NNCF from ``calibration`` (normalised crops), stem kept fp32, run with fp32
     inference for what is not quantised. Compiled blobs are cached by OpenVINO itself (``CACHE_DIR`` under the
-    entry), so a second start skips compilation.
+    entry), so a second start skips compilation. ``single_batch`` (default) also compiles the IR for batch 1 and
+    runs a batch of one there (``engine.open_openvino_pair``).
     """
 
     name = "openvino-cpu"
 
     def __init__(self, module: LivenessScorer, cache_dir: Path, max_batch: int = MAX_BATCH,
-                 threads: int | None = None, precision: str = "fp32", calibration: "np.ndarray | None" = None):
+                 threads: int | None = None, precision: str = "fp32", calibration: "np.ndarray | None" = None,
+                 single_batch: bool = True):
         if precision not in ("fp32", "bf16", "int8"):
             raise ValueError(f"OpenVINO precision must be fp32, bf16 or int8, got {precision!r}")
         disable_openvino_telemetry()  # before the import: importing openvino sends a usage event
@@ -301,7 +303,10 @@ class OpenVINORuntime(Runtime):
             return {"versions": versions, "precision": precision}
 
         def load(entry: Path):
-            return open_openvino_pair(entry / "model.xml", openvino_config(entry, precision, threads), core)
+            config = openvino_config(entry, precision, threads)
+            if not single_batch:
+                return open_openvino(entry / "model.xml", config, core)
+            return open_openvino_pair(entry / "model.xml", config, core)
 
         folder, self.built, compiled = _load_cached(folder, build, load, "OpenVINO model")
         self.cache_path = folder
@@ -577,7 +582,7 @@ def _set_notice(rt: Runtime, backend: str, failures: list[str], unexpected: bool
 
 
 def _build(kind: str, module: LivenessScorer, cache_dir: Path, max_batch: int, threads: int | None,
-           calibration: "np.ndarray | None" = None) -> Runtime:
+           calibration: "np.ndarray | None" = None, single_batch: bool = True) -> Runtime:
     if kind == "tensorrt":
         if not torch.cuda.is_available():
             raise RuntimeError("no CUDA GPU")
@@ -585,7 +590,7 @@ def _build(kind: str, module: LivenessScorer, cache_dir: Path, max_batch: int, t
     if kind == "cuda":
         return CudaRuntime(module, max_batch)
     if kind == "openvino":
-        return OpenVINORuntime(module, cache_dir, max_batch, threads)
+        return OpenVINORuntime(module, cache_dir, max_batch, threads, single_batch=single_batch)
     if kind == "openvino-bf16":
         return OpenVINORuntime(module, cache_dir, max_batch, threads, precision="bf16")
     if kind == "openvino-int8":
@@ -687,7 +692,9 @@ def create_runtime(checkpoint: Checkpoint, backend: str = "auto", *, cache_dir: 
                 seen = _recorded_rejection(kind, module, cache, max_batch, calibration)
                 if seen:  # the guard refused this model here before: do not compile it again to learn that
                     raise RuntimeError(seen)
-            rt = _build(kind, module, cache, max_batch, threads, calibration)
+            # a start that leaves int8 to the background serves on fp32 for this session only: it skips the
+            # second (batch-1) compilation, about 1 s of the cold start
+            rt = _build(kind, module, cache, max_batch, threads, calibration, deferred is None)
             if check and rt.reduced_precision and reference is None and x_ref is not None:
                 reference = (x_ref, eager_reference(module, x_ref, cache), float(checkpoint.threshold))
             diff = verify(rt, module, reference=reference) if check else float("nan")

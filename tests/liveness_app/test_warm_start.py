@@ -233,6 +233,7 @@ def test_the_background_int8_build_records_the_warm_start_so_the_second_start_is
     monkeypatch.setenv(rt.BACKGROUND_ENV, "1")
     first = create_scorer(model, "cpu")  # the app's default: int8 deferred to the background
     assert not first.warm_start and first.runtime.precision != "int8"
+    assert not first.runtime.single_batch  # this session's stopgap skips the batch-1 compilation
     jobs = list(cache.glob("int8-job-*"))
     assert len(jobs) == 1
     deadline = time.monotonic() + 300  # a deadline for the child, not a speed target
@@ -244,6 +245,7 @@ def test_the_background_int8_build_records_the_warm_start_so_the_second_start_is
     second = create_scorer(model, "cpu")
     assert second.warm_start and second.backend_name == "openvino-int8-cpu"
     assert second.runtime.agreement.passed and second.runtime.agreement.n == len(rt.load_agreement_crops(AGREEMENT_CROPS))
+    assert second.runtime.single_batch and second.runtime.agreement_single.passed  # batch 1 on its own model
     c = crops()
     full = create_scorer(model, "openvino-int8", defer_builds=False)  # the full path on the same cached entry
     np.testing.assert_allclose(second.score(c), full.score(c), atol=1e-4)
