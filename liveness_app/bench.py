@@ -16,7 +16,8 @@ Three parts, the timed ones after warm-up, reported as median / p95:
 2. The model alone: ms per crop and crops per second at each batch size for each available backend
    (OpenVINO int8 / bf16 / fp32, ONNX Runtime, torch; cuda / tensorrt on a GPU), its start-up check
    (max |dP| on a random batch; for reduced precision the decision-agreement guard on the shipped crops), and
-   each backend's speed-up over torch eager measured in the same run.
+   each backend's speed-up over torch eager measured in the same run; the backends are timed in interleaved rounds,
+   so a drift of the machine's speed lands on all of them alike.
 """
 from __future__ import annotations
 
@@ -203,14 +204,17 @@ def _e2e_in_child(ckpt: Any, backend: str, video: Path, warmup: int, max_frames:
 
 
 def bench_model(ckpt: Any, backends: list[str], batches: list[int], warmup: int, repeats: int,
-                min_seconds: float) -> dict:
-    """Crops per second at each batch for each backend (no fallback), with agreement vs torch eager fp32."""
+                min_seconds: float, rounds: int = 5) -> dict:
+    """Crops per second at each batch for each backend (no fallback), with agreement vs torch eager fp32.
+
+    Every backend is built first; then the timed calls run in ``rounds`` interleaved rounds (each round times
+    every backend at every batch in turn, ``repeats`` and ``min_seconds`` split between the rounds), so a drift
+    of the machine's speed during the run (measured here: 15 % between runs minutes apart) lands on all
+    backends alike instead of on whichever ran during it; the medians are over all rounds' calls."""
     import torch
 
     from models.deploy.export import example_input
-    from models.deploy.runtime import create_runtime
-
-    from models.deploy.runtime import DEFAULT_AGREEMENT_CROPS, load_agreement_crops
+    from models.deploy.runtime import DEFAULT_AGREEMENT_CROPS, create_runtime, load_agreement_crops
 
     from .scorer import AGREEMENT_CROPS
     module = ckpt.model.scorer().eval()
@@ -218,6 +222,7 @@ def bench_model(ckpt: Any, backends: list[str], batches: list[int], warmup: int,
     crops_path = AGREEMENT_CROPS if AGREEMENT_CROPS.is_file() else DEFAULT_AGREEMENT_CROPS
     crops = load_agreement_crops(crops_path) if crops_path.is_file() else None
     out: dict[str, Any] = {}
+    runtimes: dict[str, Any] = {}
     for name in backends:
         t0 = time.perf_counter()
         try:
@@ -236,14 +241,21 @@ def bench_model(ckpt: Any, backends: list[str], batches: list[int], warmup: int,
         row["precision"] = runtime.precision
         if runtime.agreement is not None:  # the decision-agreement guard's figures (reduced precision)
             row["agreement"] = runtime.agreement.as_dict()
-        for b in batches:
-            x = example_input(size, b, seed=b).numpy()
-            times = time_calls(lambda: runtime(x), warmup, repeats, min_seconds)
-            st = stats(times)
-            row["batches"][str(b)] = {"median_ms": st["median"], "p95_ms": st["p95"],
-                                      "ms_per_crop": st["median"] / b, "crops_per_s": 1e3 * b / st["median"]}
-        out[name] = row
-        del runtime
+        out[name], runtimes[name] = row, runtime
+    inputs = {b: example_input(size, b, seed=b).numpy() for b in batches}
+    times: dict[tuple[str, int], list[float]] = {(n, b): [] for n in runtimes for b in batches}
+    rounds = max(1, rounds)
+    for r in range(rounds):
+        for name, runtime in runtimes.items():
+            for b in batches:
+                x = inputs[b]
+                times[name, b] += time_calls(lambda: runtime(x), warmup if r == 0 else 2, -(-repeats // rounds),
+                                             min_seconds / rounds, max_seconds=20.0 / rounds)
+    for (name, b), t in times.items():
+        st = stats(t)
+        out[name]["batches"][str(b)] = {"median_ms": st["median"], "p95_ms": st["p95"],
+                                        "ms_per_crop": st["median"] / b, "crops_per_s": 1e3 * b / st["median"]}
+    runtimes.clear()
     ref_row = out.get("torch", {}).get("batches")
     if ref_row:
         for name, row in out.items():
@@ -312,7 +324,7 @@ def format_table(res: dict) -> str:
         lines += ["", f"end-to-end: not run ({e2e['error']})"]
     lines.append(f"peak RSS of the headless app process (pipeline, detector, one backend): "
                  f"{res['peak_rss_mb']['after_e2e']:.0f} MiB" if res["peak_rss_mb"].get("after_e2e") else "")
-    lines += ["", "model alone (normalised batch in, probabilities out):"]
+    lines += ["", "model alone (normalised batch in, probabilities out; backends timed in interleaved rounds):"]
     batches = res["batches"]
     head = f"{'backend':<18} {'start s':>7} {'max|dP|':>8} {'guard':>14} " + " ".join(
         f"{'b' + str(b) + ' ms/crop':>11} {'crops/s':>8}" for b in batches) + "  speed-up vs torch"

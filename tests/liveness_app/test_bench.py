@@ -60,3 +60,27 @@ def test_bench_rejects_a_missing_video(tmp_path, capsys):
 def test_stats_are_median_and_p95():
     s = bench.stats([float(v) for v in range(1, 101)])
     assert s["median"] == pytest.approx(50.5) and s["p95"] == pytest.approx(95.05) and s["n"] == 100
+
+
+def test_model_part_times_the_backends_in_interleaved_rounds(monkeypatch):
+    """Every backend is built first, then timed round by round, so a slow spell of the machine is shared."""
+    from models.checkpoint import load_model
+    from models.deploy import runtime as rt
+
+    order = []
+
+    class Fake:
+        def __init__(self, name):
+            self.name, self.device, self.tolerance, self.precision, self.agreement = name, "cpu", 1.0, "fp32", None
+
+        def __call__(self, x):
+            order.append((self.name, x.shape[0]))
+            return torch.zeros(x.shape[0]).numpy()
+
+    monkeypatch.setattr(rt, "create_runtime", lambda ck, name, **kw: Fake(name))
+    res = bench.bench_model(load_model("test-tiny"), ["a", "b"], [1, 2], warmup=1, repeats=6, min_seconds=0, rounds=3)
+    timed = [o for o in order if o != ("a", 8) and o != ("b", 8)]  # drop the start-up check batch
+    runs = [timed[0][0]] + [n for (n, _), (m, _) in zip(timed[1:], timed[:-1]) if n != m]
+    assert runs == ["a", "b"] * 3  # a, b, a, b, a, b: three interleaved rounds
+    for name in ("a", "b"):
+        assert res[name]["batches"]["1"]["crops_per_s"] > 0 and res[name]["batches"]["2"]["ms_per_crop"] > 0
