@@ -397,21 +397,19 @@ def open_openvino(xml: "str | Path", config: "dict | None" = None, core=None, *,
         return core.compile_model(model, "CPU", config)
 
 
-def open_openvino_pair(xml: "str | Path", config: "dict | None" = None, core=None):
-    """(the IR compiled for its dynamic batch range, the same IR compiled for batch 1).
+def open_openvino_pair(xml: "str | Path", config: "dict | None" = None, core=None, *, single: bool = True):
+    """(the IR compiled for its dynamic batch range, the same IR compiled for batch 1, or None if not ``single``).
 
     OpenVINO's CPU plugin runs a shape known at compile time faster: on this model 20-27 % less time per crop at
     batch 1 (a frame with one face, the app's usual call) than the dynamic-batch compilation (docs/performance.md).
     Both come from OpenVINO's blob cache when ``config`` names one. ``openvino_runner`` sends batch 1 to the
     second; the decision-agreement guard checks both (``check_agreement``)."""
-    return open_openvino(xml, config, core), open_openvino(xml, config, core, batch=1)
+    return open_openvino(xml, config, core), open_openvino(xml, config, core, batch=1) if single else None
 
 
 def openvino_runner(compiled, single=None):
     """x -> the outputs of one OpenVINO infer request on ``compiled`` (copied out of the request's buffers);
     a batch of one goes to ``single`` (the same IR compiled for batch 1, ``open_openvino_pair``) when given."""
-    if isinstance(compiled, tuple):
-        compiled, single = compiled
     with keep_signal_stack():
         request = compiled.create_infer_request()
         request_1 = single.create_infer_request() if single is not None else request

@@ -225,7 +225,7 @@ class ExportedRuntime(Runtime):
         super().__init__(input_size, max_batch, "cuda" if gpu else "cpu", routing)
         path = Path(path)
         if fmt in ("openvino", "openvino-int8"):
-            self._run = openvino_runner(open_openvino_pair(path))
+            self._run = openvino_runner(*open_openvino_pair(path))
         elif fmt == "onnx":
             session = open_onnx(path)
             self._run = lambda x: session.run(None, {"images": x})
@@ -303,14 +303,12 @@ class OpenVINORuntime(Runtime):
             return {"versions": versions, "precision": precision}
 
         def load(entry: Path):
-            config = openvino_config(entry, precision, threads)
-            if not single_batch:
-                return open_openvino(entry / "model.xml", config, core)
-            return open_openvino_pair(entry / "model.xml", config, core)
+            return open_openvino_pair(entry / "model.xml", openvino_config(entry, precision, threads), core,
+                                      single=single_batch)
 
         folder, self.built, compiled = _load_cached(folder, build, load, "OpenVINO model")
         self.cache_path = folder
-        self._run = openvino_runner(compiled)
+        self._run = openvino_runner(*compiled)
 
     @staticmethod
     def entry(module: LivenessScorer, cache_dir: Path, max_batch: int, precision: str,

@@ -132,7 +132,8 @@ class WarmRuntime(Runtime):
         super().__init__(input_size, max_batch, "cpu", routing)
         self.cache_path = entry
         self.built = False
-        self._run = openvino_runner(open_openvino_pair(entry / "model.xml", openvino_config(entry, precision, threads)))
+        self._run = openvino_runner(*open_openvino_pair(entry / "model.xml",
+                                                        openvino_config(entry, precision, threads)))
 
 
 def open_warm(path: "str | Path", backend: str, crops: np.ndarray, cache_dir: Path, *, max_batch: int = MAX_BATCH,
