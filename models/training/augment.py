@@ -86,6 +86,29 @@ def motion_blur(image: np.ndarray, rng: np.random.Generator, length: tuple[float
     return cv2.filter2D(image, -1, k, borderType=cv2.BORDER_REFLECT_101)
 
 
+def detail_shift(image: np.ndarray, rng: np.random.Generator, soften: bool,
+                 factor: tuple[float, float] = (0.3, 0.75), amount: tuple[float, float] = (0.4, 1.5)) -> np.ndarray:
+    """Change how much fine detail a crop holds without changing what it shows.
+
+    ``soften``: resample through a lower resolution (side x ``factor``, drawn; area down, linear or cubic up): a
+    cheaper or farther camera, a face out of focus. Otherwise an unsharp mask (``amount`` drawn, sigma 0.8-1.5
+    px): a camera's own sharpening. Used class-conditionally (``TrainAugment``'s ``detail_bias``) to break the
+    sharpness shortcut: in most webcam sets here the attacks are the blurrier crops, while in the unseen rooms
+    that fail (issue 11) the live faces are, and the bundled v4 calls a live crop attack once it is resampled
+    at half resolution (``docs/ablation.md``, eighth session).
+    """
+    h, w = image.shape[:2]
+    if soften:
+        f = rng.uniform(*factor)
+        small = cv2.resize(image, (max(8, round(w * f)), max(8, round(h * f))), interpolation=cv2.INTER_AREA)
+        up = cv2.INTER_CUBIC if rng.random() < 0.5 else cv2.INTER_LINEAR
+        return cv2.resize(small, (w, h), interpolation=up)
+    sd = rng.uniform(0.8, 1.5)
+    a = rng.uniform(*amount)
+    blurred = cv2.GaussianBlur(image, (0, 0), sigmaX=sd, sigmaY=sd, borderType=cv2.BORDER_REFLECT_101)
+    return cv2.addWeighted(image, 1 + a, blurred, -a, 0)
+
+
 def jpeg(image: np.ndarray, rng: np.random.Generator, quality: tuple[int, int] = (35, 95)) -> np.ndarray:
     """JPEG re-encode at a quality drawn from ``quality`` (inclusive): web / messenger recompression."""
     q = int(rng.integers(quality[0], quality[1] + 1))
@@ -324,7 +347,9 @@ class TrainAugment:
     x the side but kept inside the crop (the context the crop contract gives; no invented border), optionally
     rotated by up to ``rotate`` degrees, resized to ``size``; (3) horizontal flip; (4) colour jitter; (5) camera
     response (white balance, gamma; p_camera); (6) blur (Gaussian, or linear motion blur with p_motion_blur;
-    both classes alike); (7) sensor noise (p_noise); (8) JPEG recompression.
+    both classes alike); (6b) with p_detail, a detail shift (``detail_shift``) that softens a live crop with
+    probability ``detail_bias`` and sharpens an attack with the same probability (the other way round
+    otherwise), so that sharpness stops telling the classes apart; (7) sensor noise (p_noise); (8) JPEG recompression.
     Before all of it (unless the partner's face is being swapped in), with probability p_border_mix and a ``partner`` crop, the surroundings of the face are
     replaced by the partner's (``border_mix``). Moire is drawn on the output grid (it is a property of the capturing camera's
     pixels). Deterministic for a ``seed``; inside a torch DataLoader worker the stream is re-seeded from
@@ -337,13 +362,14 @@ class TrainAugment:
                  p_blur: float = 0.15, blur_sigma: tuple[float, float] = (0.4, 1.4), p_jpeg: float = 0.3,
                  jpeg_quality: tuple[int, int] = (35, 95), p_moire: float = 0.1, p_colour_distortion: float = 0.1,
                  p_self_blend: float = 0.1, p_camera: float = 0.0, p_noise: float = 0.0, p_border_mix: float = 0.0,
-                 p_swap_blend: float = 0.0, p_motion_blur: float = 0.0, seed: int | None = None, rng: np.random.Generator | None = None):
+                 p_swap_blend: float = 0.0, p_motion_blur: float = 0.0, p_detail: float = 0.0, detail_bias: float = 0.75,
+                 seed: int | None = None, rng: np.random.Generator | None = None):
         if int(size) < 8:
             raise ValueError(f"size must be a model input size in pixels (>= 8), got {size!r}")
         probs = dict(p_flip=p_flip, p_colour_jitter=p_colour_jitter, p_blur=p_blur, p_jpeg=p_jpeg, p_moire=p_moire,
                      p_colour_distortion=p_colour_distortion, p_self_blend=p_self_blend, p_camera=p_camera,
                      p_noise=p_noise, p_border_mix=p_border_mix, p_swap_blend=p_swap_blend,
-                     p_motion_blur=p_motion_blur)
+                     p_motion_blur=p_motion_blur, p_detail=p_detail, detail_bias=detail_bias)
         for k, v in probs.items():
             if not 0.0 <= float(v) <= 1.0:
                 raise ValueError(f"{k} must be a probability in [0, 1], got {v!r}")
@@ -366,6 +392,7 @@ class TrainAugment:
         self.p_moire, self.p_colour_distortion = float(p_moire), float(p_colour_distortion)
         self.p_self_blend, self.p_swap_blend = float(p_self_blend), float(p_swap_blend)
         self.p_motion_blur = float(p_motion_blur)
+        self.p_detail, self.detail_bias = float(p_detail), float(detail_bias)
         self.p_camera, self.p_noise, self.p_border_mix = float(p_camera), float(p_noise), float(p_border_mix)
         self.seed = seed
         self._rng = rng if rng is not None else np.random.default_rng(seed)
@@ -444,6 +471,9 @@ class TrainAugment:
             out = gaussian_blur(np.ascontiguousarray(out), rng, self.blur_sigma)
         if self.p_motion_blur > 0 and rng.random() < self.p_motion_blur:
             out = motion_blur(np.ascontiguousarray(out), rng)
+        if self.p_detail > 0 and rng.random() < self.p_detail:
+            soften = (rng.random() < self.detail_bias) == (label == 0)
+            out = detail_shift(np.ascontiguousarray(out), rng, soften)
         if self.p_noise > 0 and rng.random() < self.p_noise:
             out = sensor_noise(np.ascontiguousarray(out), rng)
         if rng.random() < self.p_jpeg:
@@ -457,7 +487,8 @@ class TrainAugment:
         return (f"TrainAugment(size={self.size}, p_flip={self.p_flip}, scale={self.scale}, shift={self.shift}, "
                 f"p_moire={self.p_moire}, p_colour_distortion={self.p_colour_distortion}, "
                 f"p_self_blend={self.p_self_blend}, p_camera={self.p_camera}, p_noise={self.p_noise}, "
-                f"p_border_mix={self.p_border_mix}, p_swap_blend={self.p_swap_blend}, p_motion_blur={self.p_motion_blur}, seed={self.seed})")
+                f"p_border_mix={self.p_border_mix}, p_swap_blend={self.p_swap_blend}, p_motion_blur={self.p_motion_blur}, "
+                f"p_detail={self.p_detail}, detail_bias={self.detail_bias}, seed={self.seed})")
 
 
 def augment_batch(images: Sequence[np.ndarray], labels: Sequence[int], aug: TrainAugment) -> tuple[np.ndarray, np.ndarray]:

@@ -85,6 +85,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="blended swap: another person's live face pasted in (Poisson or alpha blend), as attack")
     p.add_argument("--p-motion-blur", type=float, default=0.0,
                    help="linear motion blur on either class (a moving live face smears too)")
+    p.add_argument("--p-detail", type=float, default=0.0,
+                   help="detail shift: soften (resample through a lower resolution) or sharpen a crop, "
+                   "class-conditionally (--detail-bias), so that sharpness stops telling live from attack")
+    p.add_argument("--detail-bias", type=float, default=0.75,
+                   help="probability that a detail shift softens a live crop and sharpens an attack (0.5: "
+                   "either way for both classes)")
     p.add_argument("--stem-weights", type=Path, default=None,
                    help="MobileNetV2 release weights for a mobilenetv2 stem (default: shared/pretrained copy if "
                    "present; 'none' trains the stem from scratch)")
@@ -415,7 +421,8 @@ def main(argv=None) -> int:
     aug = TrainAugment(size, p_moire=args.p_moire, p_colour_distortion=args.p_colour,
                        p_self_blend=args.p_self_blend, p_camera=args.p_camera, p_noise=args.p_noise,
                        p_border_mix=args.p_border_mix, p_swap_blend=args.p_swap_blend,
-                       p_motion_blur=args.p_motion_blur, seed=args.seed + 1000 * rank)
+                       p_motion_blur=args.p_motion_blur, p_detail=args.p_detail, detail_bias=args.detail_bias,
+                       seed=args.seed + 1000 * rank)
     group_names = sorted({(s.source, s.label) for s in train})
     group_index = {g: k for k, g in enumerate(group_names)}
     group_ids = np.array([group_index[(s.source, s.label)] for s in train])

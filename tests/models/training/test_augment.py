@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from models.training.augment import (EvalTransform, TrainAugment, augment_batch, border_mix, camera_response,
-                            colour_distortion, colour_jitter, gaussian_blur, jpeg, moire, self_blend, sensor_noise)
+                                    colour_distortion, colour_jitter, detail_shift, gaussian_blur, jpeg, moire,
+                                    self_blend, sensor_noise)
 
 
 @pytest.fixture(scope="module")
@@ -270,3 +271,42 @@ def test_motion_blur_smears_along_one_direction_and_keeps_the_mean():
     assert np.array_equal(motion_blur(flat, np.random.default_rng(0)), flat)
     aug = TrainAugment(64, p_motion_blur=1.0, p_self_blend=0.0, p_moire=0.0, p_colour_distortion=0.0, seed=0)
     assert aug(flat, 0)[1] == 0  # a nuisance, not a spoof clue: the label stays
+
+
+def _sharpness(image: np.ndarray) -> float:
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(grey, cv2.CV_32F).var())
+
+
+def test_detail_shift_softens_or_sharpens_without_moving_the_picture():
+    rng = np.random.default_rng(3)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8), (0, 0), 1.2)
+    soft = detail_shift(image, np.random.default_rng(0), soften=True)
+    sharp = detail_shift(image, np.random.default_rng(0), soften=False)
+    assert soft.shape == sharp.shape == image.shape and soft.dtype == sharp.dtype == np.uint8
+    assert _sharpness(soft) < 0.7 * _sharpness(image) < 0.7 * _sharpness(sharp)
+    # the content stays where it was: the low frequencies agree with the input
+    low = lambda x: cv2.GaussianBlur(x.astype(np.float32), (0, 0), 4.0)
+    assert np.abs(low(soft) - low(image)).mean() < 3.0
+    assert np.abs(low(sharp) - low(image)).mean() < 3.0
+
+
+def test_detail_bias_softens_live_and_sharpens_attacks():
+    """With bias 1 every live crop is softened and every attack sharpened; with p_detail 0 the stream of an
+    existing recipe is unchanged (old runs stay reproducible)."""
+    rng = np.random.default_rng(4)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), (0, 0), 1.0)
+    quiet = dict(p_flip=0.0, p_colour_jitter=0.0, p_blur=0.0, p_jpeg=0.0, p_moire=0.0, p_colour_distortion=0.0,
+                 p_self_blend=0.0, scale=(1.0, 1.0), shift=0.0)
+    base = TrainAugment(64, **quiet, seed=0)(image, 0)[0]
+    live = TrainAugment(64, **quiet, p_detail=1.0, detail_bias=1.0, seed=0)(image, 0)
+    attack = TrainAugment(64, **quiet, p_detail=1.0, detail_bias=1.0, seed=0)(image, 1)
+    assert live[1] == 0 and attack[1] == 1  # a nuisance: labels stay
+    assert _sharpness(live[0]) < 0.7 * _sharpness(base) < 0.7 * _sharpness(attack[0])
+    flipped = TrainAugment(64, **quiet, p_detail=1.0, detail_bias=0.0, seed=0)(image, 0)[0]
+    assert _sharpness(flipped) > _sharpness(base) / 0.7
+    off = [TrainAugment(64, seed=5)(image, k % 2)[0] for k in range(6)]
+    off0 = [TrainAugment(64, p_detail=0.0, detail_bias=0.2, seed=5)(image, k % 2)[0] for k in range(6)]
+    assert all(np.array_equal(a, b) for a, b in zip(off, off0))
+    with pytest.raises(ValueError, match="detail_bias"):
+        TrainAugment(64, detail_bias=1.5)
