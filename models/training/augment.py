@@ -92,10 +92,10 @@ def detail_shift(image: np.ndarray, rng: np.random.Generator, soften: bool,
 
     ``soften``: resample through a lower resolution (side x ``factor``, drawn; area down, linear or cubic up): a
     cheaper or farther camera, a face out of focus. Otherwise an unsharp mask (``amount`` drawn, sigma 0.8-1.5
-    px): a camera's own sharpening. Used class-conditionally (``TrainAugment``'s ``detail_bias``) to break the
-    sharpness shortcut: in most webcam sets here the attacks are the blurrier crops, while in the unseen rooms
-    that fail (issue 11) the live faces are, and the bundled v4 calls a live crop attack once it is resampled
-    at half resolution (``docs/ablation.md``, eighth session).
+    px): a camera's own sharpening. Aimed at the sharpness shortcut: in most webcam sets here the attacks are the
+    blurrier crops, while in the unseen rooms that fail (issue 11) the live faces are, and the bundled v4 calls a
+    live crop attack once it is resampled at half resolution. Measured (``docs/ablation.md``, eighth session):
+    a ``TrainAugment`` ``detail_bias`` of 0.75 inverts the cue rather than removing it; 0.5 weakens it.
     """
     h, w = image.shape[:2]
     if soften:
@@ -349,7 +349,7 @@ class TrainAugment:
     response (white balance, gamma; p_camera); (6) blur (Gaussian, or linear motion blur with p_motion_blur;
     both classes alike); (6b) with p_detail, a detail shift (``detail_shift``) that softens a live crop with
     probability ``detail_bias`` and sharpens an attack with the same probability (the other way round
-    otherwise), so that sharpness stops telling the classes apart; (7) sensor noise (p_noise); (8) JPEG recompression.
+    otherwise; 0.5, the default, treats both classes alike); (7) sensor noise (p_noise); (8) JPEG recompression.
     Before all of it (unless the partner's face is being swapped in), with probability p_border_mix and a ``partner`` crop, the surroundings of the face are
     replaced by the partner's (``border_mix``). Moire is drawn on the output grid (it is a property of the capturing camera's
     pixels). Deterministic for a ``seed``; inside a torch DataLoader worker the stream is re-seeded from
@@ -362,7 +362,7 @@ class TrainAugment:
                  p_blur: float = 0.15, blur_sigma: tuple[float, float] = (0.4, 1.4), p_jpeg: float = 0.3,
                  jpeg_quality: tuple[int, int] = (35, 95), p_moire: float = 0.1, p_colour_distortion: float = 0.1,
                  p_self_blend: float = 0.1, p_camera: float = 0.0, p_noise: float = 0.0, p_border_mix: float = 0.0,
-                 p_swap_blend: float = 0.0, p_motion_blur: float = 0.0, p_detail: float = 0.0, detail_bias: float = 0.75,
+                 p_swap_blend: float = 0.0, p_motion_blur: float = 0.0, p_detail: float = 0.0, detail_bias: float = 0.5,
                  seed: int | None = None, rng: np.random.Generator | None = None):
         if int(size) < 8:
             raise ValueError(f"size must be a model input size in pixels (>= 8), got {size!r}")

@@ -87,10 +87,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="linear motion blur on either class (a moving live face smears too)")
     p.add_argument("--p-detail", type=float, default=0.0,
                    help="detail shift: soften (resample through a lower resolution) or sharpen a crop, "
-                   "class-conditionally (--detail-bias), so that sharpness stops telling live from attack")
-    p.add_argument("--detail-bias", type=float, default=0.75,
-                   help="probability that a detail shift softens a live crop and sharpens an attack (0.5: "
-                   "either way for both classes)")
+                   "either class alike or class-conditionally (--detail-bias), against the sharpness shortcut")
+    p.add_argument("--detail-bias", type=float, default=0.5,
+                   help="probability that a detail shift softens a live crop and sharpens an attack (0.5: either "
+                   "way for both classes; 0.75 was measured to invert the sharpness cue, docs/ablation.md)")
     p.add_argument("--stem-weights", type=Path, default=None,
                    help="MobileNetV2 release weights for a mobilenetv2 stem (default: shared/pretrained copy if "
                    "present; 'none' trains the stem from scratch)")
