@@ -11,10 +11,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from models.preprocess import SHARPNESS_SIZE
+from models.preprocess import sharpness as _sharpness
+
 from .types import FaceBox
 
 CROP_SCALE = 1.5
-SHARPNESS_SIZE = 128  # crops are compared for blur at one fixed size, whatever the model's input size
 
 
 def crop_square(box: FaceBox, frame_w: int, frame_h: int) -> tuple[int, int, int]:
@@ -62,11 +64,9 @@ def cutoff_fraction(box: FaceBox, frame_w: int, frame_h: int, scale: float = CRO
 
 
 def sharpness(crop: np.ndarray) -> float:
-    """Variance of the Laplacian of the grey crop resized to SHARPNESS_SIZE (higher = sharper)."""
-    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY) if crop.ndim == 3 else crop
-    if grey.shape[0] != SHARPNESS_SIZE:
-        grey = cv2.resize(grey, (SHARPNESS_SIZE, SHARPNESS_SIZE), interpolation=cv2.INTER_AREA)
-    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+    """Variance of the Laplacian of the grey crop resized to SHARPNESS_SIZE (higher = sharper): the measure the
+    trainer's sharpness-matched sampler uses (``models.preprocess.sharpness``)."""
+    return _sharpness(crop, SHARPNESS_SIZE)
 
 
 @dataclass(frozen=True)

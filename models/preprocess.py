@@ -50,6 +50,22 @@ def resize_crop(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=interp)
 
 
+SHARPNESS_SIZE = 128  # crops are compared for blur at one fixed size, whatever their size or the model's
+
+
+def sharpness(image: np.ndarray, size: int = SHARPNESS_SIZE) -> float:
+    """Variance of the Laplacian of the grey image (RGB or grey) resized to ``size`` px (area averaging when
+    shrinking): higher is sharper. One measure for the app's quality gate, the trainer's sharpness-matched sampler
+    and ``scripts/sharpness_probe.py``."""
+    import cv2
+
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    if grey.shape[:2] != (size, size):
+        interp = cv2.INTER_AREA if max(grey.shape[:2]) > size else cv2.INTER_LINEAR
+        grey = cv2.resize(grey, (size, size), interpolation=interp)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
 def preprocess(crops: "np.ndarray | Sequence[np.ndarray]", preprocessing: Preprocessing) -> np.ndarray:
     """uint8 RGB crops (b S S 3 array, one H W 3 array or a list of H W 3) -> float32 b 3 size size, C-contiguous,
     ``(x / 255 - mean) / std``. Crops of another size go through ``resize_crop``; a bad crop raises ValueError

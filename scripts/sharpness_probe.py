@@ -24,16 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models.preprocess import preprocess, resize_crop  # noqa: E402
+from models.preprocess import preprocess, resize_crop, sharpness  # noqa: E402
 from models.training.augment import detail_shift  # noqa: E402
 from models.training.data import read_manifest  # noqa: E402
 
 VIEWS = ("as is", "half resolution", "sharpened")
-
-
-def sharpness(crop: np.ndarray) -> float:
-    """Variance of the Laplacian of the grey image: high for fine detail, low for a soft crop."""
-    return float(cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), cv2.CV_32F).var())
 
 
 def views(crop: np.ndarray) -> dict[str, np.ndarray]:

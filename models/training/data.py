@@ -160,6 +160,67 @@ def balanced_weights(samples: Sequence[Sample], alpha: float = 0.5) -> np.ndarra
     return w / w.sum()
 
 
+def sharpness_matched_weights(weights: np.ndarray, samples: Sequence[Sample], sharpness: np.ndarray,
+                              bins: int = 8, floor: float = 0.1, cap: float = 5.0) -> tuple[np.ndarray, dict]:
+    """Reweight ``weights`` so that, within each source, live and attack crops are drawn with the same sharpness
+    distribution: sharpness stops telling the classes apart (issue 11's shortcut: in most webcam sets the attacks
+    are the blurrier crops), without inverting it as a class-conditional blur would.
+
+    Per source with both labels: ``bins`` quantile bins of log(1 + sharpness) over the source's crops; with p_c(b)
+    the share of label c's crops in bin b, the target is the overlap q(b) ∝ min(p_live(b), p_attack(b)), and each
+    crop's weight is multiplied by q(b) / p_c(b), clipped to [floor, cap] (a floor keeps crops in bins the other
+    label never reaches drawable, at a reduced rate; a cap bounds how often one rare crop repeats). Each
+    (source, label) cell keeps its total weight, so source and class balance are unchanged; single-label sources
+    are left as they are. Returns the normalised weights and, per reweighted source, the weighted median sharpness
+    of live / attack before and after and the effective sample size (Kish) before and after."""
+    if bins < 2:
+        raise ValueError(f"sharpness matching needs at least 2 bins, got {bins}")
+    if not 0.0 <= floor <= 1.0 <= cap:
+        raise ValueError(f"need 0 <= floor <= 1 <= cap, got floor {floor}, cap {cap}")
+    w = np.asarray(weights, dtype=np.float64).copy()
+    sharp = np.log1p(np.asarray(sharpness, dtype=np.float64))
+    if w.shape != (len(samples),) or sharp.shape != (len(samples),):
+        raise ValueError(f"weights {w.shape} and sharpness {sharp.shape} must both have one value per sample "
+                         f"({len(samples)})")
+    if not np.isfinite(sharp).all():
+        raise ValueError("sharpness values must be finite and >= 0")
+    labels = np.array([s.label for s in samples])
+    sources = np.array([s.source for s in samples])
+
+    def wmedian(idx: np.ndarray, ww: np.ndarray) -> float:
+        order = idx[np.argsort(sharp[idx])]
+        cum = np.cumsum(ww[order])
+        return float(np.expm1(sharp[order[np.searchsorted(cum, cum[-1] / 2)]]))
+
+    def ess(idx: np.ndarray, ww: np.ndarray) -> float:
+        return float(ww[idx].sum() ** 2 / (ww[idx] ** 2).sum())
+
+    report = {}
+    for src in sorted(set(sources.tolist())):
+        idx = np.flatnonzero(sources == src)
+        by = {c: idx[labels[idx] == c] for c in (0, 1)}
+        if len(by[0]) == 0 or len(by[1]) == 0:
+            continue
+        edges = np.quantile(sharp[idx], np.linspace(0.0, 1.0, bins + 1)[1:-1])
+        b = {c: np.searchsorted(edges, sharp[by[c]], side="right") for c in (0, 1)}
+        p = {c: np.bincount(b[c], minlength=bins) / len(by[c]) for c in (0, 1)}
+        q = np.minimum(p[0], p[1])
+        if q.sum() <= 0:
+            log.warning("sharpness matching: %s's live and attack crops share no sharpness bin; left as is", src)
+            continue
+        q = q / q.sum()
+        before = {"median_live": wmedian(by[0], w), "median_attack": wmedian(by[1], w),
+                  "ess": ess(idx, w)}
+        for c in (0, 1):
+            total = w[by[c]].sum()
+            w[by[c]] *= np.clip(q[b[c]] / p[c][b[c]], floor, cap)
+            w[by[c]] *= total / w[by[c]].sum()
+        report[src] = {"before": before, "after": {"median_live": wmedian(by[0], w),
+                                                   "median_attack": wmedian(by[1], w), "ess": ess(idx, w)},
+                       "overlap": float(np.minimum(p[0], p[1]).sum())}
+    return w / w.sum(), report
+
+
 def summarize(samples: Sequence[Sample]) -> str:
     c = Counter((s.source, s.label) for s in samples)
     srcs = sorted({s.source for s in samples})

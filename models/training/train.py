@@ -36,7 +36,7 @@ from ..atomic import atomic_path
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..clip import LaSoftMoECLIP, create_model
 from ..config import get_config
-from ..preprocess import Preprocessing, preprocess, resize_crop
+from ..preprocess import Preprocessing, preprocess, resize_crop, sharpness
 from ..pretrained import load_pretrained_clip
 
 log = logging.getLogger("models.train")
@@ -91,6 +91,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--detail-bias", type=float, default=0.5,
                    help="probability that a detail shift softens a live crop and sharpens an attack (0.5: either "
                    "way for both classes; 0.75 was measured to invert the sharpness cue, docs/ablation.md)")
+    p.add_argument("--sharpness-match", type=int, default=0, metavar="BINS",
+                   help="draw live and attack crops of each source with the same sharpness distribution (variance "
+                   "of the Laplacian at 128 px, BINS quantile bins per source; 0: off), so blur stops telling the "
+                   "classes apart without being inverted (docs/ablation.md)")
     p.add_argument("--stem-weights", type=Path, default=None,
                    help="MobileNetV2 release weights for a mobilenetv2 stem (default: shared/pretrained copy if "
                    "present; 'none' trains the stem from scratch)")
@@ -447,9 +451,17 @@ def main(argv=None) -> int:
     va_ds = CropDataset(va_img, np.array([s.label for s in val]), _EvalWrap(size), prep)
     steps_per_epoch = args.steps_per_epoch or max(1, len(train) // (args.batch_size * world))
     gen = torch.Generator().manual_seed(args.seed * 100 + rank)
+    weights = fdata.balanced_weights(train, args.balance_alpha)
+    if args.sharpness_match:
+        weights, matched = fdata.sharpness_matched_weights(weights, train, np.array([sharpness(x) for x in tr_img]),
+                                                           bins=args.sharpness_match)
+        for src, r in matched.items():
+            log.info("sharpness matching %s: median live / attack %.0f / %.0f -> %.0f / %.0f, overlap %.2f, "
+                     "effective crops %.0f -> %.0f", src, r["before"]["median_live"], r["before"]["median_attack"],
+                     r["after"]["median_live"], r["after"]["median_attack"], r["overlap"], r["before"]["ess"],
+                     r["after"]["ess"])
     sampler = torch.utils.data.WeightedRandomSampler(
-        torch.as_tensor(fdata.balanced_weights(train, args.balance_alpha)), steps_per_epoch * args.batch_size,
-        replacement=True, generator=gen)
+        torch.as_tensor(weights), steps_per_epoch * args.batch_size, replacement=True, generator=gen)
     workers = 1 if device.type == "cpu" else 4
     import cv2
 
@@ -490,6 +502,7 @@ def main(argv=None) -> int:
 
     data_card = {"data": str(args.manifest.name), "sources": sorted({s.source for s in samples}),
                  "train": fdata.summarize(train), "val": fdata.summarize(val), "split": args.split,
+                 **({"sharpness_match_bins": args.sharpness_match} if args.sharpness_match else {}),
                  "terms": DATA_TERMS}
     try:
         from tqdm import tqdm

@@ -227,3 +227,76 @@ def test_unknown_split_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="'all'"):
         trainer.main(["--config", "test-tiny", "--manifest", str(manifest), "--out", str(tmp_path / "x"),
                       "--split", "everything", "--threads", "1"])
+
+
+def _sharpness_room(n: int = 200, seed: int = 0) -> tuple[list[fdata.Sample], np.ndarray]:
+    """One webcam-like source whose attacks are the blurrier crops (log-sharpness live ~ N(5, 0.5), attack
+    ~ N(4, 0.5)), plus a live-only web source."""
+    rng = np.random.default_rng(seed)
+    samples, sharp = [], []
+    for label, mu in ((0, 5.0), (1, 4.0)):
+        for i in range(n):
+            samples.append(fdata.Sample(Path(f"room_{label}_{i}.jpg"), label, "replay" if label else "none",
+                                        "room", "room"))
+            sharp.append(np.expm1(rng.normal(mu, 0.5)))
+    for i in range(50):
+        samples.append(fdata.Sample(Path(f"web_{i}.jpg"), 0, "none", "web", "web"))
+        sharp.append(np.expm1(rng.normal(6.0, 0.5)))
+    return samples, np.array(sharp)
+
+
+def test_sharpness_matching_equalises_the_classes_within_a_source_and_keeps_the_balance():
+    samples, sharp = _sharpness_room()
+    base = fdata.balanced_weights(samples, 0.7)
+    w, report = fdata.sharpness_matched_weights(base, samples, sharp, bins=8)
+    assert w.shape == base.shape and w.sum() == pytest.approx(1.0) and (w > 0).all()
+    assert set(report) == {"room"}  # the live-only source has nothing to match
+    room = report["room"]
+    gap = lambda r: abs(np.log(r["median_live"] / r["median_attack"]))  # noqa: E731
+    assert gap(room["before"]) > 0.8 and gap(room["after"]) < 0.15 and room["after"]["ess"] < room["before"]["ess"]
+    # every (source, label) cell keeps its share, so the class and source balance of balanced_weights is unchanged
+    for src, label in (("room", 0), ("room", 1), ("web", 0)):
+        m = np.array([s.source == src and s.label == label for s in samples])
+        assert w[m].sum() == pytest.approx(base[m].sum())
+    web = np.array([s.source == "web" for s in samples])
+    np.testing.assert_allclose(w[web], base[web])
+    # the sharpest lives and the blurriest attacks (no partner of the other class) are drawn less, not never
+    live = np.flatnonzero(np.array([s.label == 0 and s.source == "room" for s in samples]))
+    sharpest = live[np.argmax(sharp[live])]
+    assert 0 < w[sharpest] < base[sharpest] / 5
+
+
+def test_sharpness_matching_rejects_bad_arguments():
+    samples, sharp = _sharpness_room(n=10)
+    base = fdata.balanced_weights(samples)
+    with pytest.raises(ValueError, match="bins"):
+        fdata.sharpness_matched_weights(base, samples, sharp, bins=1)
+    with pytest.raises(ValueError, match="one value per sample"):
+        fdata.sharpness_matched_weights(base, samples, sharp[:-1])
+    with pytest.raises(ValueError, match="floor"):
+        fdata.sharpness_matched_weights(base, samples, sharp, floor=2.0)
+    with pytest.raises(ValueError, match="finite"):
+        fdata.sharpness_matched_weights(base, samples, np.where(np.arange(len(sharp)) == 0, np.nan, sharp))
+
+
+def test_cli_sharpness_match_is_logged_and_recorded(tmp_path):
+    # both classes span the same range of blur (attacks slightly softer, tinted), so the bins overlap
+    img = cv2.resize(_portrait(), (160, 160), interpolation=cv2.INTER_AREA)
+    rows = ["path,label,attack_type,source,group"]
+    for g in range(4):
+        for i in range(4):
+            for label in (0, 1):
+                sigma = 0.3 + 0.5 * i + 0.4 * label
+                out = cv2.GaussianBlur(img, (0, 0), sigma)
+                if label:
+                    out = np.clip(out * np.array([0.9, 1.0, 1.1]), 0, 255).astype(np.uint8)
+                cv2.imwrite(str(tmp_path / f"g{g}_{i}_{label}.jpg"), out)
+                rows.append(f"g{g}_{i}_{label}.jpg,{label},{'replay' if label else 'none'},synth,synth-{g}")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "sm"
+    assert trainer.main(["--config", "test-tiny", "--manifest", str(manifest), "--out", str(out), "--epochs", "1",
+                         "--steps-per-epoch", "1", "--batch-size", "4", "--cache", str(tmp_path / "cache"),
+                         "--sharpness-match", "4", "--threads", "1"]) == 0
+    assert "sharpness matching synth: median live / attack" in (out / "train.log").read_text()
+    assert models.load_checkpoint(out / "last.safetensors").data_card["sharpness_match_bins"] == 4
