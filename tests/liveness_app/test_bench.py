@@ -48,6 +48,9 @@ def test_bench_reports_every_stage_backend_and_memory(tmp_path, capsys):
         assert list(st) == ["imports", "model and backend", "source and detector", "first verdict"]
         assert 0 < st["imports"] <= st["model and backend"] <= st["first verdict"] == r["first_verdict_s"]
     assert "launch to first verdict" in table and "first verdict" in table
+    # the targets, judged on this run's figures (the tiny model's, so which way each goes is not asserted)
+    assert [r["target"].split(" <=")[0].split(" >=")[0] for r in res["targets"]] == [t[0] for t in bench.TARGETS]
+    assert "targets" in table and "batch 1, fastest CPU backend <= 3 ms/crop" in table
 
 
 def test_bench_rejects_a_missing_video(tmp_path, capsys):
@@ -84,3 +87,39 @@ def test_model_part_times_the_backends_in_interleaved_rounds(monkeypatch):
     assert runs == ["a", "b"] * 3  # a, b, a, b, a, b: three interleaved rounds
     for name in ("a", "b"):
         assert res[name]["batches"]["1"]["crops_per_s"] > 0 and res[name]["batches"]["2"]["ms_per_crop"] > 0
+
+
+def _result(cold: float, second: list[float], b1: dict, b8: dict, fps: float, scored: float = 1.0) -> dict:
+    launch = [{"run": "cold", "first_verdict_s": cold, "stages_s": {}}]
+    launch += [{"run": f"start {k + 2}", "first_verdict_s": t, "stages_s": {}} for k, t in enumerate(second)]
+    backends = {name: {"runtime": f"{name}-cpu", "device": "cpu",
+                       "batches": {"1": {"ms_per_crop": b1[name]}, "8": {"crops_per_s": b8[name]}}} for name in b1}
+    backends["cuda"] = {"runtime": "cuda", "device": "cuda",  # a GPU row never counts as the CPU figure
+                        "batches": {"1": {"ms_per_crop": 0.5}, "8": {"crops_per_s": 9000.0}}}
+    backends["openvino-bf16"] = {"error": "decision-agreement guard failed"}
+    return {"launch": launch, "backends": backends, "e2e": {"fps": fps, "frames_scored": scored,
+                                                             "backend": "openvino-int8-cpu"}}
+
+
+def test_targets_say_met_or_by_how_much_missed():
+    res = _result(4.9, [1.3, 1.2], {"torch": 14.0, "openvino-int8": 3.3}, {"torch": 110.0, "openvino-int8": 400.0},
+                  130.0)
+    rows = {r["target"]: r for r in bench.check_targets(res)}
+    assert rows["second start, headless first verdict <= 2 s"]["measured"] == pytest.approx(1.25)
+    assert rows["second start, headless first verdict <= 2 s"]["status"] == "met"
+    assert rows["cold start, headless first verdict <= 6 s"]["status"] == "met"
+    b1 = rows["batch 1, fastest CPU backend <= 3 ms/crop"]
+    assert b1["measured"] == 3.3 and b1["note"] == "openvino-int8-cpu" and b1["status"] == "missed by 10 %"
+    b8 = rows["batch 8, fastest CPU backend >= 500 crops/s"]
+    assert b8["measured"] == 400.0 and b8["status"] == "missed by 20 %"
+    assert rows["end to end, every frame scored >= 40 frames/s"]["status"] == "met"
+    # slower than the bounds the other way round; frames left unscored do not count as frames/s
+    res = _result(7.5, [2.5], {"torch": 2.0}, {"torch": 600.0}, 90.0, scored=0.9)
+    rows = {r["target"]: r for r in bench.check_targets(res)}
+    assert rows["cold start, headless first verdict <= 6 s"]["status"] == "missed by 25 %"
+    assert rows["second start, headless first verdict <= 2 s"]["status"] == "missed by 25 %"
+    assert rows["batch 1, fastest CPU backend <= 3 ms/crop"]["status"] == "met"
+    assert rows["batch 8, fastest CPU backend >= 500 crops/s"]["status"] == "met"
+    assert rows["end to end, every frame scored >= 40 frames/s"]["status"] == "not measured in this run"
+    # nothing measured (--no-launch --no-e2e and no backend): every target says so
+    assert {r["status"] for r in bench.check_targets({"backends": {}})} == {"not measured in this run"}
