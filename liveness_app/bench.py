@@ -97,17 +97,26 @@ def default_video(folder: Path, frames: int) -> Path:
 
 
 def bench_end_to_end(model: Any, backend: str, video: Path, warmup: int, max_frames: int | None) -> dict:
-    """Run the headless loop on ``video``; per-stage ms, frames/s over the frames after ``warmup``."""
-    from .config import AppConfig
-    from .outputs import JsonlWriter
-    from .pipeline import Pipeline
+    """Build the scorer the app would (its start-up time is reported apart), then ``time_pipeline``."""
     from .scorer import create_scorer
-    from .sources import open_source
 
     t0 = time.perf_counter()
     # the steady state of the app: an int8 model not cached yet is built now, not left to the background
     scorer = create_scorer(model, backend=backend, defer_builds=False)
     startup_s = time.perf_counter() - t0
+    out = time_pipeline(scorer, video, warmup, max_frames)
+    out["startup_s"] = round(startup_s, 2)
+    return out
+
+
+def time_pipeline(scorer: Any, video: Path, warmup: int, max_frames: int | None) -> dict:
+    """The headless loop (decode -> pipeline -> one JSONL line) over ``video`` with a built ``scorer``; per-stage
+    ms and frames/s over the frames after ``warmup`` (scripts/peer_bench.py times it in rounds)."""
+    from .config import AppConfig
+    from .outputs import JsonlWriter
+    from .pipeline import Pipeline
+    from .sources import open_source
+
     per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
     frames = scored = faces = 0
     wall = 0.0
@@ -139,7 +148,7 @@ def bench_end_to_end(model: Any, backend: str, video: Path, warmup: int, max_fra
     if frames == 0:
         raise ValueError(f"{video}: fewer than {warmup + 1} frames; nothing measured after warm-up")
     return {"video": str(video), "size": [width, height], "frames": frames, "warmup_frames": warmup,
-            "backend": scorer.backend_name, "notice": scorer.notice, "startup_s": round(startup_s, 2),
+            "backend": scorer.backend_name, "notice": scorer.notice,
             "stages_ms": {s: stats(v) for s, v in per_stage.items()},
             "frame_ms": stats([sum(per_stage[s][k] for s in STAGES) for k in range(frames)]),
             "fps": frames / wall, "frames_scored": scored / frames, "faces_per_frame": faces / frames}
