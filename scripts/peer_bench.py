@@ -122,11 +122,18 @@ class PeerReplica:
     def close(self) -> None:
         self.detector.close()
 
-    def score(self, frame) -> list[float] | None:
+    def score(self, frame, stages: dict[str, float] | None = None) -> list[float] | None:
+        """Summed softmax of the two networks for the largest face, None without a face; ``stages`` gets the
+        seconds spent detecting and scoring (crops included)."""
         import cv2
         import torch
 
+        t0 = time.perf_counter()
         faces = self.detector.detect(frame)
+        t1 = time.perf_counter()
+        if stages is not None:
+            stages["detect"] = t1 - t0
+            stages["score"] = 0.0
         if not faces:
             return None
         f = max(faces, key=lambda b: b.w * b.h)
@@ -137,6 +144,8 @@ class PeerReplica:
             x = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))).float()[None]
             with torch.no_grad():
                 total += torch.softmax(net(x), 1)[0].numpy()
+        if stages is not None:
+            stages["score"] = time.perf_counter() - t1
         return total.tolist()
 
     def run(self, video: Path, warmup: int, max_frames: int) -> dict:
@@ -146,22 +155,29 @@ class PeerReplica:
         if not cap.isOpened():
             raise FileNotFoundError(f"cannot open video: {video}")
         times, scored = [], 0
+        per_stage: dict[str, list[float]] = {"decode": [], "detect": [], "score": []}
         with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "peer.jsonl", "w") as out:
             for i in range(max_frames):
                 t0 = time.perf_counter()
                 ok, frame = cap.read()
                 if not ok:
                     break
-                p = self.score(frame)
+                t1 = time.perf_counter()
+                st: dict[str, float] = {}
+                p = self.score(frame, st)
                 out.write(json.dumps({"frame": i, "scores": p}) + "\n")
                 if i >= warmup:
                     times.append(time.perf_counter() - t0)
                     scored += p is not None
+                    per_stage["decode"].append(t1 - t0)
+                    for k in ("detect", "score"):
+                        per_stage[k].append(st[k])
         cap.release()
         if not times:
             raise ValueError(f"{video}: fewer than {warmup + 1} frames")
         return {"frames": len(times), "fps": len(times) / sum(times), "frame_ms": 1e3 * float(np.median(times)),
-                "frames_scored": scored / len(times)}
+                "frames_scored": scored / len(times),
+                "stages_ms": {k: 1e3 * float(np.median(v)) for k, v in per_stage.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
                 rounds.append({"ours_fps": ours["fps"], "ours_frame_ms": ours["frame_ms"]["median"],
                                "ours_scored": ours["frames_scored"], "peer_fps": theirs["fps"],
                                "peer_frame_ms": theirs["frame_ms"], "peer_scored": theirs["frames_scored"],
-                               "frames": ours["frames"]})
+                               "frames": ours["frames"],
+                               "ours_stages_ms": {k: v["median"] for k, v in ours["stages_ms"].items()},
+                               "peer_stages_ms": theirs["stages_ms"]})
         finally:
             peer.close()
             close = getattr(scorer, "close", None)
@@ -214,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['peer_frame_ms']:>9.2f} {r['ours_fps'] / r['peer_fps']:>6.2f}")
     print(f"median {ours_fps:>13.1f} {'':>9} {peer_fps:>12.1f} {'':>9} {res['ratio']:>6.2f}   (target >= 3; the "
           f"replica's detector is faster than the real peer's, so the real ratio is higher)")
+    med = lambda key, stage: float(np.median([r[key].get(stage, 0.0) for r in rounds]))  # noqa: E731
+    print("median ms per frame and stage over the rounds (this app: crop and score apart; the replica: two crops "
+          "and two networks in 'score'):")
+    for stage in ("decode", "detect", "crop", "score"):
+        theirs = f"{med('peer_stages_ms', stage):6.2f}" if stage != "crop" else "     -"
+        print(f"  {stage:<7} this app {med('ours_stages_ms', stage):6.2f}   replica {theirs}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=1))

@@ -60,7 +60,11 @@ def test_interleaved_run_reports_both_pipelines_and_their_ratio(tmp_path, capsys
     assert len(res["rounds"]) == 2 and all(r["frames"] == 3 for r in res["rounds"])
     assert all(r["ours_scored"] == 1.0 and r["peer_scored"] == 1.0 for r in res["rounds"])  # the real face found
     assert res["ratio"] == pytest.approx(res["ours_fps"] / res["peer_fps"]) and res["peer_fps"] > 0
-    assert "replica" in capsys.readouterr().out
+    for r in res["rounds"]:
+        assert set(r["peer_stages_ms"]) == {"decode", "detect", "score"} and r["peer_stages_ms"]["score"] > 0
+        assert r["ours_stages_ms"]["score"] > 0 and r["ours_stages_ms"]["detect"] > 0
+    out = capsys.readouterr().out
+    assert "replica" in out and "detect" in out
 
 
 def test_missing_video_is_a_clear_error(tmp_path, capsys):
