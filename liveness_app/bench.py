@@ -309,8 +309,8 @@ TARGETS = (("second start, headless first verdict", 2.0, "<=", "s"),
 
 
 def check_targets(res: dict) -> list[dict]:
-    """Each of TARGETS against this run's figures: ``met``, ``missed by N %`` (of the target) or ``not measured``
-    with the reason. The CPU figures are the best over the CPU backends that were built (a reduced-precision one
+    """Each of TARGETS against this run's figures: ``met``, ``missed by N %`` (of the target) or ``not measured in
+    this run`` (a part skipped or failed). The CPU figures are the best over the CPU backends that were built (a reduced-precision one
     only exists here after passing its decision-agreement guard), named in ``measured``."""
     launch = [r for r in res.get("launch") or [] if "error" not in r]
     later = sorted(r["first_verdict_s"] for r in launch if r["run"] != "cold")

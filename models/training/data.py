@@ -182,7 +182,7 @@ def sharpness_matched_weights(weights: np.ndarray, samples: Sequence[Sample], sh
     if w.shape != (len(samples),) or sharp.shape != (len(samples),):
         raise ValueError(f"weights {w.shape} and sharpness {sharp.shape} must both have one value per sample "
                          f"({len(samples)})")
-    if not np.isfinite(sharp).all():
+    if not (np.isfinite(sharp).all() and (sharp >= 0).all()):
         raise ValueError("sharpness values must be finite and >= 0")
     labels = np.array([s.label for s in samples])
     sources = np.array([s.source for s in samples])
