@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from models.preprocess import SHARPNESS_SIZE
-from models.preprocess import sharpness as _sharpness
+# the quality gate's blur measure (variance of the Laplacian of the grey crop at models.preprocess.SHARPNESS_SIZE
+# px), the one the trainer's sharpness-matched sampler uses
+from models.preprocess import sharpness
 
 from .types import FaceBox
 
@@ -61,12 +62,6 @@ def cutoff_fraction(box: FaceBox, frame_w: int, frame_h: int, scale: float = CRO
     ix = max(0.0, min(x0 + side, frame_w) - max(x0, 0.0))
     iy = max(0.0, min(y0 + side, frame_h) - max(y0, 0.0))
     return 1.0 - (ix * iy) / (side * side)
-
-
-def sharpness(crop: np.ndarray) -> float:
-    """Variance of the Laplacian of the grey crop resized to SHARPNESS_SIZE (higher = sharper): the measure the
-    trainer's sharpness-matched sampler uses (``models.preprocess.sharpness``)."""
-    return _sharpness(crop, SHARPNESS_SIZE)
 
 
 @dataclass(frozen=True)

@@ -54,16 +54,13 @@ SHARPNESS_SIZE = 128  # crops are compared for blur at one fixed size, whatever 
 
 
 def sharpness(image: np.ndarray, size: int = SHARPNESS_SIZE) -> float:
-    """Variance of the Laplacian of the grey image (RGB or grey) resized to ``size`` px (area averaging when
-    shrinking): higher is sharper. One measure for the app's quality gate, the trainer's sharpness-matched sampler
-    and ``scripts/sharpness_probe.py``."""
+    """Variance of the Laplacian of the grey image (RGB or grey) resized to ``size`` px by ``resize_crop``: higher
+    is sharper. One measure for the app's quality gate, the trainer's sharpness-matched sampler and
+    ``scripts/sharpness_probe.py``."""
     import cv2
 
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
-    if grey.shape[:2] != (size, size):
-        interp = cv2.INTER_AREA if max(grey.shape[:2]) > size else cv2.INTER_LINEAR
-        grey = cv2.resize(grey, (size, size), interpolation=interp)
-    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+    return float(cv2.Laplacian(resize_crop(grey, size), cv2.CV_64F).var())
 
 
 def preprocess(crops: "np.ndarray | Sequence[np.ndarray]", preprocessing: Preprocessing) -> np.ndarray:
